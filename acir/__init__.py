@@ -1,0 +1,48 @@
+"""acir: activation checkpointing for PyTorch training, as a compiler pipeline.
+
+A whole training iteration is captured into an annotated graph IR (:mod:`acir.ir`),
+saved as protobuf (:mod:`acir.serde`), transformed by passes, and lowered back to a
+runnable ``torch.fx.GraphModule`` (:mod:`acir.lower`). Heavy modules (torch) are
+imported lazily so that ``import acir`` and the CLIs' ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "capture", "compile", "load", "lower", "save"]
+
+
+def load(path: str):
+    """Read an artifact (binary or text) from ``path``."""
+    from acir.artifact import read_path
+
+    return read_path(path)
+
+
+def save(module, path: str) -> None:
+    """Write ``module`` to ``path`` as a binary artifact."""
+    from acir.artifact import write_path
+
+    write_path(module, path)
+
+
+def capture(*args, **kwargs):
+    """Capture one training iteration into a Module; see :func:`acir.capture_step.capture`."""
+    from acir.capture_step import capture as _capture
+
+    return _capture(*args, **kwargs)
+
+
+def lower(module):
+    """Rebuild a ``torch.fx.GraphModule`` from a Module; see :func:`acir.lower_fx.lower`."""
+    from acir.lower_fx import lower as _lower
+
+    return _lower(module)
+
+
+def compile(*args, **kwargs):  # noqa: A001 - the public name the brief fixes
+    """A step function for the user's loop; see :func:`acir.api.compile`."""
+    from acir.api import compile as _compile
+
+    return _compile(*args, **kwargs)
