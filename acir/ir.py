@@ -42,6 +42,7 @@ class InputKind(enum.Enum):
     MODULE_BUFFER = 2
     OPTIMIZER_STATE = 3
     BATCH = 4
+    CONSTANT = 5
 
 
 #: The role a graph input's storage has, by what the input is.
@@ -50,6 +51,7 @@ INPUT_ROLE = {
     InputKind.MODULE_BUFFER: Role.BUFFER,
     InputKind.OPTIMIZER_STATE: Role.OPT_STATE,
     InputKind.BATCH: Role.INPUT,
+    InputKind.CONSTANT: Role.INPUT,
 }
 
 #: Bytes per element of each dtype the IR knows, by torch's name without "torch.".
@@ -166,6 +168,7 @@ class GraphInput:
     value: int
     kind: InputKind
     name: str
+    data: bytes = b""  # CONSTANT inputs only: the tensor's contiguous bytes
 
 
 @dataclass(slots=True)

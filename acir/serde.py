@@ -80,7 +80,7 @@ def module_to_pb(m: Module) -> pb.Module:
         g.values.add(id=v.id, shape=v.shape, dtype=v.dtype, strides=v.strides, storage=v.storage,
                      storage_offset=v.storage_offset, nbytes=v.nbytes, role=v.role.value)
     for i in m.graph.inputs:
-        g.inputs.add(value=i.value, kind=i.kind.value, name=i.name)
+        g.inputs.add(value=i.value, kind=i.kind.value, name=i.name, data=i.data)
     for n in m.graph.nodes:
         pn = g.nodes.add(id=n.id, name=n.name, op=n.op, region=n.region.value, module=n.module)
         for a in n.args:
@@ -154,7 +154,8 @@ def module_from_pb(msg: pb.Module) -> Module:
     for v in pg.values:
         g.values[v.id] = Value(v.id, tuple(v.shape), v.dtype, tuple(v.strides), v.storage,
                                v.storage_offset, v.nbytes, _enum(Role, v.role, f"value v{v.id}"))
-    g.inputs = [GraphInput(i.value, _enum(InputKind, i.kind, f"graph input {i.name!r}"), i.name) for i in pg.inputs]
+    g.inputs = [GraphInput(i.value, _enum(InputKind, i.kind, f"graph input {i.name!r}"), i.name, i.data)
+                for i in pg.inputs]
     for pn in pg.nodes:
         what = f"node n{pn.id} ({pn.name})"
         g.nodes.append(Node(

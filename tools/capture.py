@@ -1,0 +1,82 @@
+"""acir-capture: trace one whole training iteration of a model into an acir artifact."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from acir.tools._cli import make_parser, run_cli
+
+EPILOG = """\
+examples:
+  acir-capture mlp -o mlp.acir
+  acir-capture resnet18 --batch-size 2 --image-size 64 -o r18.acir
+  acir-capture bert-tiny -b 4 --seq-len 32 | acir-opt --emit=text | head
+  acir-capture my_model.py:make -b 8 -o mine.acir     # make(batch_size) -> (model, batch, loss_fn)
+  acir-capture resnet152 -b 64 -o r152.acir           # fake tensors: costs no activation memory
+
+The artifact records how the model was built (spec, sizes, optimizer, seed, torch version),
+so acir-run can rebuild it later. Binary output goes to stdout when it is not a terminal.
+"""
+
+
+def _parser():
+    from acir.optim import OPTIMIZERS
+    from acir.zoo import ZOO
+
+    models = ", ".join(ZOO)
+    p = make_parser("acir-capture", "Capture forward, backward and optimizer step of one training iteration "
+                    "(traced with make_fx under fake tensors) into an acir artifact.", EPILOG)
+    p.add_argument("model", nargs="?", help=f"a zoo model ({models}) or path/to/file.py:make or package.module:make")
+    p.add_argument("-b", "--batch-size", type=int, default=2, help="mini-batch size (default 2)")
+    p.add_argument("--seq-len", type=int, default=0, help="sequence length for BERT/GPT-2 (default 128)")
+    p.add_argument("--image-size", type=int, default=0, help="image side for ResNets (default 224)")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimizer (default adam, capturable)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("-o", "--output", help="output file (default: stdout, when it is not a terminal)")
+    p.add_argument("--emit", choices=("binary", "text"), default="binary", help="artifact form (default binary)")
+    p.add_argument("--list-models", action="store_true", help="list the zoo and exit")
+    return p
+
+
+def _body(args) -> int:
+    from acir.artifact import write_path
+    from acir.capture_step import CaptureOptions, capture
+    from acir.errors import CaptureError
+    from acir.zoo import ZOO
+
+    if args.list_models:
+        for name, entry in ZOO.items():
+            print(f"{name:12s} {entry.summary}")
+        return 0
+    if not args.model:
+        raise CaptureError("no model given; name a zoo model (acir-capture --list-models) or path/to/file.py:make")
+    t0 = time.perf_counter()
+    if sys.stderr.isatty():
+        print(f"capturing {args.model} (batch {args.batch_size}) ...", file=sys.stderr)
+    module = capture(CaptureOptions(args.model, args.batch_size, args.seq_len, args.image_size, args.optimizer,
+                                    args.lr, args.seed, args.device))
+    seconds = time.perf_counter() - t0
+    from acir.verify import verify
+
+    verify(module)
+    write_path(module, args.output, args.emit)
+    g = module.graph
+    regions = {}
+    for n in g.nodes:
+        regions[n.region.name.lower()] = regions.get(n.region.name.lower(), 0) + 1
+    where = args.output or "stdout"
+    print(f"acir-capture: {args.model} batch {args.batch_size}: {len(g.nodes)} nodes "
+          f"({', '.join(f'{v} {k}' for k, v in regions.items())}), {len(g.values)} values, "
+          f"{len(g.inputs)} inputs in {seconds:.1f} s -> {where}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("acir-capture", _parser(), _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
