@@ -16,8 +16,22 @@ from acir.serde import BINARY_PREFIX, dumps, loads
 TEXT_PREFIX = b"acir "
 
 
+def _is_text(data: bytes) -> bool:
+    """Text artifacts start with "acir ", after any comment ("# ...") or blank lines."""
+    i = 0
+    while i < len(data) and data[i:i + 1] in (b"#", b"\n", b"\r", b" ", b"\t"):
+        if data[i:i + 1] == b"#":
+            nl = data.find(b"\n", i)
+            if nl < 0:
+                return False
+            i = nl + 1
+        else:
+            i += 1
+    return data.startswith(TEXT_PREFIX, i)
+
+
 def read_bytes(data: bytes, source: str) -> Module:
-    if data.startswith(TEXT_PREFIX):
+    if _is_text(data):
         from acir.text import parse_module
 
         try:

@@ -137,6 +137,10 @@ def input_tensors(module: Module, model, opt, batch) -> list[Any]:
             t = constant_tensor(module, inp)
         else:
             t = leaves.get(inp.name)
+            v = module.graph.values[inp.value]
+            if t is not None and (tuple(t.shape) != v.shape or str(t.dtype).removeprefix("torch.") != v.dtype):
+                raise RunError(f"{inp.name} is {str(t.dtype).removeprefix('torch.')}{list(t.shape)}, but the step was "
+                               f"captured for {v.dtype}{list(v.shape)}; capture (or compile) again for this shape")
         if t is None:
             raise RunError(f"graph input {inp.name!r} ({inp.kind.name.lower()}) has no matching tensor in the "
                            "model, optimizer or batch given; was the artifact captured from this model?")

@@ -1,0 +1,102 @@
+"""Bad input gets `acir-<tool>: error: <what, and how to fix it>`, never a traceback."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import ROOT, cli
+
+BAD = os.path.join(ROOT, "tests", "models", "bad_factories.py")
+
+
+def _run(main, argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    return rc, err
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["resnet-18"], "unknown model 'resnet-18' (did you mean 'resnet18'?)"),
+    ([f"{BAD}:returns_two"], "must return a tuple (model, batch, loss_fn)"),
+    ([f"{BAD}:not_a_module"], "must be a torch.nn.Module"),
+    ([f"{BAD}:raises"], "raised ValueError: no data here"),
+    ([f"{BAD}:nothing"], "has no callable 'nothing'"),
+    (["no/such/file.py:make"], "does not exist"),
+    ([f"{BAD}:untraceable"], "could not be traced"),
+    ([f"{BAD}:vector_loss"], "scalar"),
+    (["mlp", "-b", "0"], "batch size must be at least 1"),
+    ([], "no model given"),
+])
+def test_capture_errors(argv, expect, capsys, tmp_path):
+    from acir.tools.capture import main
+
+    rc, err = _run(main, [*argv, "-o", str(tmp_path / "x.acir")], capsys)
+    assert rc != 0
+    assert err.startswith("acir-capture: error: ") and expect in err, err
+    assert "Traceback" not in err
+
+
+def _artifact(tmp_path, captured) -> bytes:
+    from acir.serde import dumps
+
+    return dumps(captured("mlp"))
+
+
+@pytest.mark.parametrize("tool", ["acir-opt", "acir-run", "acir-lower"])
+def test_not_acir_truncated_newer(tool, tmp_path, captured, capsys):
+    import importlib
+
+    from acir._proto import acir_pb2  # noqa: F401 - only to build a "newer" artifact below
+    main = importlib.import_module(f"acir.tools.{tool.removeprefix('acir-')}").main
+    good = _artifact(tmp_path, captured)
+    cases = {
+        "garbage": (os.urandom(300), "not an acir artifact"),
+        "empty": (b"", "empty input"),
+        "truncated": (good[: len(good) // 2], "truncated"),
+        "cut-at-end": (good[:-5], "truncated"),
+    }
+    msg = acir_pb2.Module()
+    msg.ParseFromString(good)
+    msg.header.schema_version = 99
+    cases["newer"] = (msg.SerializeToString(deterministic=True), "newer than this acir")
+    for name, (data, expect) in cases.items():
+        f = tmp_path / f"{name}.acir"
+        f.write_bytes(data)
+        rc, err = _run(main, [str(f)], capsys)
+        assert rc != 0, name
+        assert err.startswith(f"{tool}: error: ") and expect in err, (name, err)
+
+
+def test_missing_file(capsys):
+    from acir.tools.run import main
+
+    rc, err = _run(main, ["/no/such.acir"], capsys)
+    assert rc == 1 and "cannot read /no/such.acir" in err
+
+
+def test_traceback_flag_shows_the_stack(capsys):
+    from acir.tools.capture import main
+
+    rc, err = _run(main, ["nope", "--traceback", "-o", "/dev/null"], capsys)
+    assert rc == 1 and "Traceback" in err and "acir-capture: error: unknown model" in err
+
+
+def test_installed_scripts_print_no_traceback(tmp_path):
+    bad = tmp_path / "bad.acir"
+    bad.write_bytes(os.urandom(300))
+    for tool, args in [("acir-capture", ["nope"]), ("acir-run", [str(bad)]), ("acir-lower", [str(bad)])]:
+        r = cli(tool, *args)
+        assert r.returncode != 0
+        assert r.stderr.decode().startswith(f"{tool}: error: ") and b"Traceback" not in r.stderr
+
+
+def test_binary_refused_on_a_terminal(monkeypatch, capsys):
+    import sys
+
+    from acir.tools.capture import main
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    rc, err = _run(main, ["mlp"], capsys)
+    assert rc == 1 and "refusing to write a binary artifact to a terminal" in err

@@ -1,0 +1,87 @@
+"""The registry: every entry is a well-formed pass, found by name, imported lazily."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import typing
+from dataclasses import dataclass, field
+
+import pytest
+
+from acir import registry
+from acir.errors import ParseError
+from acir.pass_manager import OPTION_TYPES, Pass, PassResult
+from acir.pipeline import PassSpec
+
+
+@pytest.mark.parametrize("name", sorted(registry.PASSES))
+def test_every_registered_pass_is_well_formed(name: str) -> None:
+    cls = registry.pass_class(name)
+    assert cls.name == name
+    assert issubclass(cls, Pass)
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert cls.summary(), f"{name}: the class docstring's first line is the --list-passes summary"
+    assert all(isinstance(a, str) for a in cls.requires + cls.preserves)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        assert hints[f.name] in OPTION_TYPES, f"{name}.{f.name}: options are int, float, bool or str"
+        assert f.metadata.get("help"), f"{name}.{f.name}: every option needs help text"
+    # a pass with default options prints as its bare name and builds from it
+    if not any(o.required for o in cls.options()):
+        p = registry.instantiate(PassSpec(name))
+        assert p.spec() == name
+
+
+def test_names_are_sorted_registry_keys() -> None:
+    assert registry.names() == sorted(registry.PASSES)
+    assert "dce" in registry.names()
+
+
+def test_unknown_pass_suggests_a_close_name() -> None:
+    with pytest.raises(ParseError, match=r"unknown pass 'dcee'; did you mean 'dce'\? known passes: .*dce.*"
+                                         r"\(acir-opt --list-passes\)"):
+        registry.pass_class("dcee")
+
+
+def test_unknown_pass_without_a_close_name() -> None:
+    with pytest.raises(ParseError) as e:
+        registry.pass_class("zzzzzz")
+    assert "did you mean" not in str(e.value)
+    assert "known passes:" in str(e.value)
+
+
+@dataclass(frozen=True)
+class _Opts(Pass):
+    """A pass with one option of each type."""
+
+    name = "opts"
+    count: int = field(default=3, metadata={"help": "how many"})
+    ratio: float = field(default=0.5, metadata={"help": "how much"})
+    fast: bool = field(default=False, metadata={"help": "go fast"})
+    file_name: str = field(default="", metadata={"help": "where"})
+
+    def run(self, module) -> PassResult:
+        return PassResult(False)
+
+
+def test_instantiate_and_build_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.PASSES, "opts", f"{__name__}:_Opts")
+    p = registry.instantiate(PassSpec("opts", {"count": "1_000", "fast": "yes", "file-name": "a,b"}))
+    assert p == _Opts(count=1000, fast=True, file_name="a,b")
+    assert p.spec() == 'opts{count=1000,fast=true,file-name="a,b"}'
+    assert registry.build_pipeline(p.spec() + ",dce") == [p, registry.pass_class("dce")()]
+
+
+def test_registry_entry_that_is_not_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.PASSES, "bogus", "acir.pipeline:PassSpec")
+    with pytest.raises(TypeError, match="not a Pass subclass"):
+        registry.pass_class("bogus")
+
+
+def test_importing_the_registry_does_not_import_passes_or_torch() -> None:
+    code = ("import sys, acir.registry, acir.pipeline; acir.pipeline.parse_pipeline('dce{a=1}'); "
+            "print('torch' in sys.modules, 'acir.passes.dce' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
