@@ -193,7 +193,7 @@ def import_step(traced: TracedStep) -> Graph:
         assert name not in names_seen
         names_seen.add(name)
         node = Node(id=len(g.nodes), name=name, op=str(target), args=args, kwargs=kwargs, outputs=outs,
-                    region=region, module=module if region is Region.FORWARD else "")
+                    region=region, module=module if region is not Region.OPTIMIZER else "")
         g.nodes.append(node)
         env[fxn] = outs
         module = marks.get(fxn, module)

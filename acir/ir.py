@@ -63,6 +63,12 @@ DTYPE_SIZE = {
     "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
 }
 
+#: torch.layout names the text form (and the verifier) accepts.
+LAYOUTS = frozenset({"strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr",
+                     "sparse_bsc", "_mkldnn", "jagged"})
+#: torch.memory_format names the text form (and the verifier) accepts.
+MEMORY_FORMATS = frozenset({"contiguous_format", "channels_last", "channels_last_3d", "preserve_format"})
+
 
 # ---------------------------------------------------------------------------
 # Operator arguments: plain Python values, plus small tagged types for the

@@ -9,7 +9,9 @@ that would not fit in memory costs none.
 
 Regions are recorded by position: the last graph node when the loss is computed ends the
 forward, the last when ``backward()`` returns ends the backward. Module paths come from
-forward hooks that note where each module's forward starts and ends in the graph.
+forward hooks that note where each module's forward starts and ends in the graph; for the
+backward, each autograd node is tagged in the forward with the module it was made in, and
+a pre-hook notes where its backward starts (as aot_autograd preserves stack traces).
 """
 
 from __future__ import annotations
@@ -108,13 +110,48 @@ def _module_marks(model, marks: list):
             stack.pop()
             note()
 
+    class TagGradFns(torch.overrides.TorchFunctionMode):
+        """Tag each autograd node made in the forward with the module path it was made in."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if stack:
+                for t in torch.utils._pytree.tree_leaves(out):
+                    fn = getattr(t, "grad_fn", None) if isinstance(t, torch.Tensor) else None
+                    if fn is not None and "acir_module" not in fn.metadata:
+                        fn.metadata["acir_module"] = stack[-1]
+            return out
+
     h1 = torch.nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = torch.nn.modules.module.register_module_forward_hook(post)
     try:
-        yield
+        with TagGradFns():
+            yield
     finally:
         h1.remove()
         h2.remove()
+
+
+def _mark_backward_modules(loss, marks: list) -> None:
+    """Before ``backward()``: each autograd node, when it runs, notes its forward module path."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    seen: set = set()
+    todo = [loss.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        path = fn.metadata.get("acir_module", "")
+
+        def prehook(_grad_outputs, path=path):
+            mode = get_proxy_mode()
+            if mode is not None:
+                marks.append((_last_node(mode.tracer.graph), path))
+
+        fn.register_prehook(prehook)
+        todo.extend(nf for nf, _ in fn.next_functions)
 
 
 def trace_step(model, opt, loss_fn, batch) -> TracedStep:
@@ -159,7 +196,9 @@ def trace_step(model, opt, loss_fn, batch) -> TracedStep:
                     raise CaptureError("loss_fn must return a scalar tensor")
                 graph = get_proxy_mode().tracer.graph
                 traced.forward_end = _last_node(graph)
+                _mark_backward_modules(loss, traced.module_marks)
                 loss.backward()
+                traced.module_marks.append((_last_node(graph), ""))
                 traced.backward_end = _last_node(graph)
                 traced.grads = [p.grad for p in params if p.grad is not None]
                 with cpu_capturable():

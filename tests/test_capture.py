@@ -115,3 +115,10 @@ def test_provenance(captured):
     assert (p.model, p.batch_size, p.seq_len, p.optimizer, p.seed) == ("bert-tiny", 2, 16, "adam", 0)
     assert p.optimizer_options["lr"] == "0.001" and p.optimizer_options["capturable"] == "True"
     assert p.torch_version
+
+
+def test_backward_nodes_carry_their_forward_module(captured):
+    g = captured("resnet18").graph
+    conv_bw = [n for n in g.nodes if n.op == "aten.convolution_backward.default"]
+    assert conv_bw[-1].module == "conv1"  # the backward runs in reverse: the stem's conv is last
+    assert all(n.module == "" for n in g.nodes if n.region is Region.OPTIMIZER)
