@@ -115,8 +115,12 @@ def constant_tensor(module: Module, inp):
     return flat.reshape(v.shape).to(device)
 
 
-def input_tensors(module: Module, model, opt, batch) -> list[Any]:
-    """The live tensors to pass to the lowered step, in graph-input order."""
+def input_tensors(module: Module, model, opt, batch, constants: dict | None = None) -> list[Any]:
+    """The live tensors to pass to the lowered step, in graph-input order.
+
+    ``constants`` caches the CONSTANT inputs (by value id) so that repeated calls pass the
+    same tensors, as parameters are the same tensors from call to call.
+    """
     from acir.trace import batch_leaves
     from acir.errors import RunError
 
@@ -134,7 +138,12 @@ def input_tensors(module: Module, model, opt, batch) -> list[Any]:
             p = params.get(pname)
             t = opt.state[p].get(key) if p is not None and p in opt.state else None
         elif inp.kind is InputKind.CONSTANT:
-            t = constant_tensor(module, inp)
+            if constants is None:
+                t = constant_tensor(module, inp)
+            else:
+                t = constants.get(inp.value)
+                if t is None:
+                    t = constants[inp.value] = constant_tensor(module, inp)
         else:
             t = leaves.get(inp.name)
             v = module.graph.values[inp.value]
@@ -156,10 +165,10 @@ class BoundStep:
         self.model = model
         self.opt = opt
         self.gm = gm if gm is not None else lower(module)
-        self._static = None
+        self._constants: dict = {}
 
     def inputs(self, batch) -> list[Any]:
-        return input_tensors(self.module, self.model, self.opt, batch)
+        return input_tensors(self.module, self.model, self.opt, batch, self._constants)
 
     def __call__(self, batch):
         import torch

@@ -18,6 +18,7 @@ from acir.pipeline import PassSpec, parse_pipeline
 #: Pipeline name -> "module:Class".
 PASSES: dict[str, str] = {
     "dce": "acir.passes.dce:DeadCodeElimination",
+    "profile": "acir.passes.profile:Profile",
 }
 
 

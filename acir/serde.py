@@ -11,6 +11,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 
 from acir._proto import acir_pb2 as pb
+from acir.analyses import Liveness, NodeProfile, Profile, StorageLife
 from acir.errors import SerdeError
 from acir.ir import (
     MAGIC, SCHEMA_VERSION, Arg, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
@@ -92,7 +93,75 @@ def module_to_pb(m: Module) -> pb.Module:
         if n.recompute_of is not None:
             pn.recompute_of = n.recompute_of
     g.outputs.extend(m.graph.outputs)
+    _analyses_to_pb(m.analyses, msg.analyses)
     return msg
+
+
+def _analyses_to_pb(analyses: dict, out: pb.Analyses) -> None:
+    prof = analyses.get("profile")
+    if prof is not None:
+        p = out.profile
+        p.revision, p.device, p.method, p.reps, p.warmup = prof.revision, prof.device, prof.method, prof.reps, prof.warmup
+        p.torch_version, p.malloc, p.measured_peak_bytes = prof.torch_version, prof.malloc, prof.measured_peak_bytes
+        p.peak_node, p.iteration_s = prof.peak_node, prof.iteration_s
+        for n in prof.nodes:
+            p.nodes.add(node=n.node, run_s=n.run_s, alloc_bytes=n.alloc_bytes, freed_bytes=n.freed_bytes,
+                        peak_bytes=n.peak_bytes, live_bytes=n.live_bytes)
+    live = analyses.get("liveness")
+    if live is not None:
+        q = out.liveness
+        q.revision, q.simulated_peak_bytes, q.peak_node = live.revision, live.simulated_peak_bytes, live.peak_node
+        q.persistent_bytes, q.used_profile = live.persistent_bytes, live.used_profile
+        q.timeline.extend(live.timeline)
+        for s in live.storages:
+            q.storages.add(storage=s.storage, defined=s.defined, last_use=s.last_use, last_fw_use=s.last_fw_use,
+                           first_bw_use=s.first_bw_use, last_bw_use=s.last_bw_use, activation=s.activation,
+                           inactive_s=s.inactive_s)
+        for role in sorted(live.peak_by_role, key=lambda r: r.value):
+            q.peak_by_role.add(role=role.value, bytes=live.peak_by_role[role])
+
+
+def _analyses_from_pb(msg: pb.Analyses) -> dict:
+    out: dict = {}
+    if msg.HasField("profile"):
+        p = msg.profile
+        out["profile"] = Profile(
+            revision=p.revision, device=p.device, method=p.method, reps=p.reps, warmup=p.warmup,
+            torch_version=p.torch_version, malloc=p.malloc,
+            nodes=[NodeProfile(n.node, n.run_s, n.alloc_bytes, n.freed_bytes, n.peak_bytes, n.live_bytes)
+                   for n in p.nodes],
+            measured_peak_bytes=p.measured_peak_bytes, peak_node=p.peak_node, iteration_s=p.iteration_s)
+    if msg.HasField("liveness"):
+        q = msg.liveness
+        out["liveness"] = Liveness(
+            revision=q.revision,
+            storages=[StorageLife(s.storage, s.defined, s.last_use, s.last_fw_use, s.first_bw_use, s.last_bw_use,
+                                  s.activation, s.inactive_s) for s in q.storages],
+            timeline=list(q.timeline), simulated_peak_bytes=q.simulated_peak_bytes, peak_node=q.peak_node,
+            peak_by_role={_enum(Role, r.role, "liveness peak_by_role"): r.bytes for r in q.peak_by_role},
+            persistent_bytes=q.persistent_bytes, used_profile=q.used_profile)
+    return out
+
+
+def analysis_to_text(name: str, block) -> str:
+    """One analysis block as a single line of protobuf text format (for :mod:`acir.text`)."""
+    from google.protobuf import text_format
+
+    msg = pb.Analyses()
+    _analyses_to_pb({name: block}, msg)
+    return text_format.MessageToString(getattr(msg, name), as_one_line=True)
+
+
+def analysis_from_text(name: str, text: str, what: str):
+    """Parse what :func:`analysis_to_text` printed; errors are :class:`SerdeError` naming ``what``."""
+    from google.protobuf import text_format
+
+    msg = pb.Analyses()
+    try:
+        text_format.Parse(text, getattr(msg, name))
+    except (text_format.ParseError, AttributeError) as e:
+        raise SerdeError(f"{what}: bad {name} block: {e}") from None
+    return _analyses_from_pb(msg)[name]
 
 
 def dumps(m: Module) -> bytes:
@@ -167,7 +236,7 @@ def module_from_pb(msg: pb.Module) -> Module:
             recompute_of=pn.recompute_of if pn.HasField("recompute_of") else None,
         ))
     g.outputs = list(pg.outputs)
-    return Module(header, g)
+    return Module(header, g, _analyses_from_pb(msg.analyses))
 
 
 def loads(data: bytes, source: str = "<bytes>") -> Module:
