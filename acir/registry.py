@@ -18,6 +18,7 @@ from acir.pipeline import PassSpec, parse_pipeline
 #: Pipeline name -> "module:Class".
 PASSES: dict[str, str] = {
     "dce": "acir.passes.dce:DeadCodeElimination",
+    "liveness": "acir.passes.liveness:Liveness",
     "profile": "acir.passes.profile:Profile",
 }
 

@@ -2,9 +2,9 @@
 
 Why the format looks like this:
 
-* One line per item (header field, graph input, node), so that ``diff``, ``grep`` and
-  golden tests work line by line, and a 15k-node graph is a 15k-line file that a small
-  hand-rolled parser reads in about a second. Nothing is ``eval``'d.
+* One line per item (header field, graph input, node, analysis block), so that ``diff``,
+  ``grep`` and golden tests work line by line, and a 15k-node graph is a 15k-line file
+  that a small hand-rolled parser reads in about a second. Nothing is ``eval``'d.
 * It is lossless: for a verified module, ``parse_module(print_module(m))`` serialises to
   the same bytes as ``m``, so text can be edited by hand and fed back to every tool.
 * A value is declared where it is defined (a graph input, or a node's output), as in SSA
@@ -18,11 +18,21 @@ Why the format looks like this:
 * A CONSTANT input's bytes follow its line as ``data=<base64>``.
 * Strings are JSON-quoted; floats use ``repr`` (exact, incl. ``-inf`` and ``-0.0``; a NaN
   keeps its sign but not its payload bits); torch enums print as ``torch.<name>``.
+* Analysis blocks follow the ``output`` line, one line each in artifact order:
+  ``analysis liveness <block>``, the block in protobuf's one-line text format
+  (:func:`acir.serde.analysis_to_text`). They are data, so they round-trip with the graph.
+* When a ``profile`` or ``liveness`` block is present (fresh or stale), each node line ends
+  with a comment for people: ``  # 1.234 ms, +512.0 KiB, live 180.7 MiB`` - the node's run
+  time (profile), the bytes of the storages it creates, the simulated live bytes while it
+  runs (liveness) - and the peak node adds ``  <- peak``. Such comments are derived from
+  the blocks and the graph and never read back: the parser skips a trailing ``  #...``
+  after a node line's last field.
 
 Only canonical modules round-trip: a storage no value uses, or a value that no input or
 node defines, has nowhere to be printed (:mod:`acir.verify` reports both). The parser skips
 blank and ``#`` lines; the first other line is ``acir ...``, by which :mod:`acir.artifact`
-tells text from binary.
+tells text from binary. The low-level readers (strings, words, node arguments) live in
+:mod:`acir.text_parse`.
 """
 
 from __future__ import annotations
@@ -31,15 +41,16 @@ import base64
 import json
 import math
 import re
-from json.decoder import scanstring
 
-from acir.errors import ParseError
+from acir.analyses import ANALYSES, Liveness, Profile
+from acir.errors import ParseError, SerdeError
 from acir.ir import (
     DTYPE_SIZE, LAYOUTS, MEMORY_FORMATS, SCHEMA_VERSION, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
     MemoryFormat, Module, Node, Region, Role, Storage, Value, ValueRef,
 )
+from acir.text_parse import Bad, expect, expect_end, read_call, read_int, read_ints, read_string, read_word
 
-__all__ = ["contiguous_strides", "parse_module", "print_module"]
+__all__ = ["LAYOUTS", "MEMORY_FORMATS", "contiguous_strides", "format_bytes", "parse_module", "print_module"]
 
 _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16",
           "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8",
@@ -51,18 +62,12 @@ _PROV_FIELDS = ("model", "batch_size", "seq_len", "image_size", "optimizer", "se
 _ROLES = {r.name: r for r in Role}
 _REGIONS = {r.name: r for r in Region}
 _KINDS = {k.name: k for k in InputKind}
-_CONSTS = {"True": True, "False": False, "None": None, "inf": math.inf, "nan": math.nan}
 _HEADER_KINDS = ("revision", "pipeline", "provenance", "optimizer_option")
-_KIND_LIST = "acir, revision, pipeline, provenance, optimizer_option, input, n<id> or output"
+_KIND_LIST = "acir, revision, pipeline, provenance, optimizer_option, input, n<id>, output or analysis"
 
 _BARE = re.compile(r"[A-Za-z0-9_.\-]+")  # names, ops, module paths, option keys; else JSON-quoted
 _BARE_DEVICE = re.compile(r"[A-Za-z0-9_.:\-]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # bare keyword names
-#: Argument tokens: a list of ints, a string, a number, a word (with '=' when it is a keyword
-#: name), a comma with its spaces, or any other single character. They cover every character.
-_TOKEN = re.compile(r'\[-?\d+(?:, -?\d+)*\]|"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|-inf|-nan'
-                    r"|[A-Za-z_][A-Za-z0-9_.]*=?|, *|.")
-_INT = re.compile(r"-?\d+")
 _UPPER = re.compile(r"[A-Z_]+")
 _DESC = re.compile(r"v(\d+):([A-Za-z0-9_]+)\[([-0-9,]*)\](?:\{([-0-9,]*)\})? s(\d+)(?:\+(-?\d+))?"
                    r"(?:=(\d+)B@([A-Za-z0-9_.:\-]*))?")
@@ -159,8 +164,59 @@ class _Printer:
         return f"<unprintable {type(o).__name__}>"
 
 
+def format_bytes(n: int) -> str:
+    """``n`` bytes for people: ``512 B``, ``512.0 KiB``, ``180.7 MiB``."""
+    if abs(n) < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if abs(n) < 1024:
+            break
+    else:
+        unit, n = "TiB", n / 1024
+    return f"{n:.1f} {unit}"
+
+
+def _blocks(m: Module) -> list[tuple[str, object]]:
+    """The analysis blocks that have a text form, in artifact order."""
+    return [(name, m.analyses[name]) for name, cls in ANALYSES.items() if isinstance(m.analyses.get(name), cls)]
+
+
+def _notes(m: Module) -> list[str] | None:
+    """Each node line's trailing comment (run time, new bytes, live bytes), or None without analyses.
+
+    Derived for people, never parsed: the profile gives run times, the graph the bytes of
+    the storages each node creates, the liveness timeline the live bytes.
+    """
+    prof, live = m.analyses.get("profile"), m.analyses.get("liveness")
+    prof = prof if isinstance(prof, Profile) else None
+    live = live if isinstance(live, Liveness) else None
+    if prof is None and live is None:
+        return None
+    g = m.graph
+    run = prof.run_s() if prof is not None else {}
+    timeline = live.timeline if live is not None and len(live.timeline) == len(g.nodes) else None
+    peak = live.peak_node if live is not None else prof.peak_node
+    nbytes = {s.id: s.nbytes for s in g.storages}
+    seen = {g.values[i.value].storage for i in g.inputs if i.value in g.values}
+    out = []
+    for r, n in enumerate(g.nodes):
+        new = 0
+        for vid in n.output_ids():
+            v = g.values.get(vid)
+            if v is not None and v.storage not in seen:
+                seen.add(v.storage)
+                new += nbytes.get(v.storage, 0)
+        parts = [] if n.id not in run else [f"{run[n.id] * 1e3:.3f} ms"]
+        parts.append("+" + format_bytes(new))
+        if timeline is not None:
+            parts.append("live " + format_bytes(timeline[r]))
+        out.append("  # " + ", ".join(parts) + ("  <- peak" if n.id == peak else ""))
+    return out
+
+
 def print_module(m: Module) -> str:
-    """The text form of ``m``: one line per header field, graph input and node."""
+    """The text form of ``m``: one line per header field, graph input, node and analysis block."""
     h, p, g = m.header, m.header.provenance, m.graph
     lines = [f"acir {h.schema_version} {_q(h.producer)}", f"revision {h.revision}"]
     lines += [f"pipeline {_q(s)}" for s in h.pipeline]
@@ -168,6 +224,7 @@ def print_module(m: Module) -> str:
         f"{f}={getattr(p, f)}" if f in _PROV_INTS else f"{f}={_q(getattr(p, f))}" for f in _PROV_FIELDS))
     lines += [f"optimizer_option {_bare(k)}={_q(v)}" for k, v in p.optimizer_options.items()]
     pr = _Printer(g)
+    notes = _notes(m)
     for i in g.inputs:
         data = f" data={base64.b64encode(i.data).decode()}" if i.data else ""
         lines.append(f"input {pr.desc(i.value)} {i.kind.name} {_q(i.name)}{data}")
@@ -181,153 +238,20 @@ def print_module(m: Module) -> str:
         if n.recompute_of is not None:
             line += f" recompute_of=n{n.recompute_of}"
         lines.append(line)
+    if notes is not None:
+        k = len(lines) - len(g.nodes)
+        lines[k:] = [line + note for line, note in zip(lines[k:], notes)]
     lines.append(("output " + ", ".join(f"v{v}" for v in g.outputs)).rstrip())
+    blocks = _blocks(m)
+    if blocks:
+        from acir.serde import analysis_to_text
+
+        lines += [f"analysis {name} {analysis_to_text(name, block)}".rstrip() for name, block in blocks]
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------
 # Parsing: one method per line kind over (line, position); errors carry the column.
-
-
-class _Bad(Exception):
-    def __init__(self, col: int, msg: str) -> None:
-        super().__init__(msg)
-        self.col, self.msg = col, msg
-
-
-def _string(s: str, i: int) -> tuple[str, int]:
-    if not s.startswith('"', i):
-        raise _Bad(i, "expected a JSON-quoted string")
-    try:
-        return scanstring(s, i + 1)
-    except ValueError as e:
-        msg = str(getattr(e, "msg", e))
-        raise _Bad(i, "unterminated string" if msg.startswith("Unterminated") else f"bad string: {msg}") from None
-
-
-def _word(s: str, i: int, pat: re.Pattern, what: str) -> tuple[str, int]:
-    if s.startswith('"', i):
-        return _string(s, i)
-    m = pat.match(s, i)
-    if m is None:
-        raise _Bad(i, f"expected {what}")
-    return m.group(), m.end()
-
-
-def _expect(s: str, i: int, lit: str) -> int:
-    if not s.startswith(lit, i):
-        raise _Bad(i, f"expected {lit.strip()!r}" if lit.strip() else "expected a space")
-    return i + len(lit)
-
-
-def _int(s: str, i: int, what: str) -> tuple[int, int]:
-    m = _INT.match(s, i)
-    if m is None:
-        raise _Bad(i, f"expected {what} (an integer)")
-    return int(m.group()), m.end()
-
-
-def _ints(text: str, col: int, what: str) -> tuple[int, ...]:
-    try:
-        return tuple([int(x) for x in text.split(",")]) if text else ()
-    except ValueError:
-        raise _Bad(col, f"bad {what} [{text}]: expected integers separated by ','") from None
-
-
-def _end(s: str, i: int) -> None:
-    if i != len(s):
-        raise _Bad(i, f"unexpected text {s[i:i + 20]!r} at the end of the line")
-
-
-def _atom(t: str, toks: list[str], k: int):
-    """The argument that token ``t`` starts, and the index of the token after it."""
-    c = t[0]
-    if c == "v" and t[1:].isdigit():
-        return ValueRef(int(t[1:])), k
-    if c == "-" or "0" <= c <= "9":
-        if t.lstrip("-").isdigit():
-            return int(t), k
-        if t == "-":
-            raise _Bad(-1, "bad number")
-        return float(t), k
-    if c == '"':
-        return _string(t, 0)[0], k
-    if t in _CONSTS:
-        return _CONSTS[t], k
-    if t.startswith("torch."):
-        name = t[6:]
-        for names, cls in ((DTYPE_SIZE, DType), (LAYOUTS, Layout), (MEMORY_FORMATS, MemoryFormat)):
-            if name in names:
-                return cls(name), k
-        raise _Bad(-1, f"unknown torch name {t!r}: not a dtype, layout or memory format")
-    if t == "device" and toks[k:k + 1] == ["("] and toks[k + 2:k + 3] == [")"] and toks[k + 1][0] == '"':
-        return Device(_string(toks[k + 1], 0)[0]), k + 3
-    raise _Bad(-1, f"unexpected {t!r} in the arguments")
-
-
-def _call(s: str, i: int) -> tuple[list, dict, int]:
-    """The arguments after ``op(``, and the position after their ``)``.
-
-    The rest of the line is tokenised by one C-level ``findall`` (up to ``) -> `` when no
-    string comes first); lists nest by an explicit stack. Tokens cover every character,
-    so a position is the sum of the consumed tokens' lengths.
-    """
-    end, quote = s.find(") -> ", i), s.find('"', i)
-    toks = _TOKEN.findall(s, i, end + 1) if end >= 0 and not 0 <= quote < end else _TOKEN.findall(s, i)
-    toks.append("")  # end of line
-    args: list = []
-    kwargs: dict = {}
-    stack: list[list] = []
-    k, key = 0, None
-    try:
-        if toks[0] == ")":
-            return args, kwargs, i + 1
-        while True:
-            t = toks[k]
-            k += 1
-            if not stack:  # a keyword name?
-                if t[-1:] == "=" and len(t) > 1:
-                    key, t = t[:-1], toks[k]
-                    k += 1
-                elif t[:1] == '"' and toks[k] == "=":
-                    key, t = _string(t, 0)[0], toks[k + 1]
-                    k += 2
-            if t == "[":
-                if toks[k] != "]":
-                    stack.append([])
-                    continue
-                val, k = [], k + 1
-            elif not t:
-                raise _Bad(-1, "the argument list is not closed with ')'")
-            elif t[0] == "[":
-                val = [int(x) for x in t[1:-1].split(", ")]
-            else:
-                val, k = _atom(t, toks, k)
-            while True:  # place the value, then read what follows it
-                if stack:
-                    stack[-1].append(val)
-                elif key is None:
-                    if kwargs:
-                        raise _Bad(-1, "positional argument after keyword arguments")
-                    args.append(val)
-                elif key in kwargs:
-                    raise _Bad(-1, f"keyword argument {key!r} given twice")
-                else:
-                    kwargs[key] = val
-                    key = None
-                t = toks[k]
-                k += 1
-                if t[:1] == ",":
-                    break
-                if t == "]" and stack:
-                    val = stack.pop()
-                    continue
-                if t == ")" and not stack:
-                    return args, kwargs, i + sum(map(len, toks[:k]))
-                raise _Bad(-1, f"expected ',' or '{']' if stack else ')'}'" + (f", not {t!r}" if t else ""))
-    except _Bad as e:  # point at the token just read
-        e.col = i + sum(map(len, toks[:max(k - 1, 0)]))
-        raise
 
 
 class _Reader:
@@ -338,40 +262,41 @@ class _Reader:
         self.graph = Graph()
         self.have: set[str] = set()  # header line kinds seen
         self.shapes: dict[str, tuple] = {}  # shape text -> (dims, numel, contiguous strides)
+        self.analyses: dict[str, object] = {}
 
     def value(self, s: str, i: int) -> tuple[ValueRef, int]:
         m = _DESC.match(s, i)
         if m is None:
-            raise _Bad(i, "expected a value like v3:f32[2,4] s1=32B@cpu ACTIVATION")
+            raise Bad(i, "expected a value like v3:f32[2,4] s1=32B@cpu ACTIVATION")
         vid_s, dt, shape_s, strides_s, sid_s, off_s, nbytes_s, device = m.groups()
         vid, sid = int(vid_s), int(sid_s)
         if vid in self.values:
-            raise _Bad(i, f"value v{vid} is defined twice")
+            raise Bad(i, f"value v{vid} is defined twice")
         dtype = _LONG.get(dt, dt)
         size = DTYPE_SIZE.get(dtype)
         if size is None:
-            raise _Bad(i, f"unknown dtype {dt!r}")
+            raise Bad(i, f"unknown dtype {dt!r}")
         shape = self.shapes.get(shape_s)
         if shape is None:
-            dims = _ints(shape_s, i, "shape")
+            dims = read_ints(shape_s, i, "shape")
             numel = 1
             for d in dims:
                 numel *= d
             shape = self.shapes[shape_s] = (dims, numel, contiguous_strides(dims))
-        strides = shape[2] if strides_s is None else _ints(strides_s, i, "strides")
+        strides = shape[2] if strides_s is None else read_ints(strides_s, i, "strides")
         j = m.end()
         if nbytes_s is not None:
             if sid in self.storages:
-                raise _Bad(i, f"storage s{sid} is defined twice (only its first mention gives =<nbytes>B@<device>)")
+                raise Bad(i, f"storage s{sid} is defined twice (only its first mention gives =<nbytes>B@<device>)")
             if not device:
-                device, j = _word(s, j, _BARE_DEVICE, "a device after '@'")
+                device, j = read_word(s, j, _BARE_DEVICE, "a device after '@'")
             self.storages[sid] = Storage(sid, int(nbytes_s), device)
         elif sid not in self.storages:
-            raise _Bad(i, f"storage s{sid} is used before its first mention with a size (s{sid}=<nbytes>B@<device>)")
+            raise Bad(i, f"storage s{sid} is used before its first mention with a size (s{sid}=<nbytes>B@<device>)")
         r = _ROLE.match(s, j)
         role = _ROLES.get(r.group(1)) if r else None
         if role is None:
-            raise _Bad(j + 1, f"unknown role; expected one of {', '.join(_ROLES)}")
+            raise Bad(j + 1, f"unknown role; expected one of {', '.join(_ROLES)}")
         self.values[vid] = Value(vid, shape[0], dtype, strides, sid, int(off_s) if off_s else 0,
                                  shape[1] * size, role)
         return ValueRef(vid), r.end()
@@ -384,67 +309,67 @@ class _Reader:
         items: list = []
         i += 1
         while not s.startswith(")", i):
-            o, i = self.outputs(s, _expect(s, i, ", ") if items else i)
+            o, i = self.outputs(s, expect(s, i, ", ") if items else i)
             items.append(o)
         return items, i + 1
 
     def enum(self, s: str, i: int, table: dict, what: str):
         m = _UPPER.match(s, i)
         if m is None or m.group() not in table:
-            raise _Bad(i, f"unknown {what}; expected one of {', '.join(table)}")
+            raise Bad(i, f"unknown {what}; expected one of {', '.join(table)}")
         return table[m.group()], m.end()
 
     # -- line kinds ---------------------------------------------------------
 
     def acir(self, s: str) -> None:
-        version, i = _int(s, len("acir "), "the schema version")
+        version, i = read_int(s, len("acir "), "the schema version")
         if version > SCHEMA_VERSION:
-            raise _Bad(5, f"schema version {version} is newer than this acir understands "
+            raise Bad(5, f"schema version {version} is newer than this acir understands "
                           f"({SCHEMA_VERSION}); upgrade acir (pip install -U acir)")
         self.header.schema_version = version
-        self.header.producer, i = _string(s, _expect(s, i, " "))
-        _end(s, i)
+        self.header.producer, i = read_string(s, expect(s, i, " "))
+        expect_end(s, i)
 
     def header_line(self, kind: str, s: str) -> None:
         h, i = self.header, len(kind) + 1
         if kind == "revision":
-            h.revision, i = _int(s, i, "the revision")
+            h.revision, i = read_int(s, i, "the revision")
         elif kind == "pipeline":
-            entry, i = _string(s, i)
+            entry, i = read_string(s, i)
             h.pipeline.append(entry)
         elif kind == "optimizer_option":
-            key, i = _word(s, i, _BARE, "an option name")
+            key, i = read_word(s, i, _BARE, "an option name")
             if key in h.provenance.optimizer_options:
-                raise _Bad(len(kind) + 1, f"optimizer option {key!r} given twice")
-            h.provenance.optimizer_options[key], i = _string(s, _expect(s, i, "="))
+                raise Bad(len(kind) + 1, f"optimizer option {key!r} given twice")
+            h.provenance.optimizer_options[key], i = read_string(s, expect(s, i, "="))
         else:  # provenance: key=value pairs; missing ones keep their defaults
             seen: set[str] = set()
             i -= 1
             while i < len(s):
-                start = i = _expect(s, i, " ")
-                key, i = _word(s, i, _IDENT, "a provenance field")
+                start = i = expect(s, i, " ")
+                key, i = read_word(s, i, _IDENT, "a provenance field")
                 if key not in _PROV_FIELDS or key in seen:
-                    raise _Bad(start, f"provenance field {key!r} given twice" if key in seen else
+                    raise Bad(start, f"provenance field {key!r} given twice" if key in seen else
                                f"unknown provenance field {key!r}; expected {', '.join(_PROV_FIELDS)}")
                 seen.add(key)
-                i = _expect(s, i, "=")
-                val, i = _int(s, i, key) if key in _PROV_INTS else _string(s, i)
+                i = expect(s, i, "=")
+                val, i = read_int(s, i, key) if key in _PROV_INTS else read_string(s, i)
                 setattr(h.provenance, key, val)
-        _end(s, i)
+        expect_end(s, i)
 
     def input(self, s: str) -> None:
         ref, i = self.value(s, len("input "))
-        kind, i = self.enum(s, _expect(s, i, " "), _KINDS, "input kind")
-        name, i = _string(s, _expect(s, i, " "))
+        kind, i = self.enum(s, expect(s, i, " "), _KINDS, "input kind")
+        name, i = read_string(s, expect(s, i, " "))
         data = b""
         if s.startswith(" data=", i):  # a CONSTANT's bytes, base64
             m = _BASE64.match(s, i + 6)
             try:
                 data = base64.b64decode(m.group(), validate=True)
             except ValueError:
-                raise _Bad(i + 6, "bad base64 data") from None
+                raise Bad(i + 6, "bad base64 data") from None
             i = m.end()
-        _end(s, i)
+        expect_end(s, i)
         self.graph.inputs.append(GraphInput(ref.id, kind, name, data))
 
     def node(self, s: str) -> None:
@@ -452,54 +377,77 @@ class _Reader:
         if m is not None:  # the common case: nothing quoted
             nid, name, op, i = int(m.group(1)), m.group(2), m.group(3), m.end()
         else:
-            nid, i = _int(s, 1, "a node id")
-            name, i = _word(s, _expect(s, i, " "), _BARE, "a node name")
-            op, i = _word(s, _expect(s, i, " = "), _BARE, "an op name")
-            i = _expect(s, i, "(")
-        args, kwargs, i = _call(s, i)
-        outs, i = self.outputs(s, _expect(s, i, " -> "))
-        region, i = self.enum(s, _expect(s, i, " "), _REGIONS, "region")
+            nid, i = read_int(s, 1, "a node id")
+            name, i = read_word(s, expect(s, i, " "), _BARE, "a node name")
+            op, i = read_word(s, expect(s, i, " = "), _BARE, "an op name")
+            i = expect(s, i, "(")
+        args, kwargs, i = read_call(s, i)
+        outs, i = self.outputs(s, expect(s, i, " -> "))
+        region, i = self.enum(s, expect(s, i, " "), _REGIONS, "region")
         module, recompute_of = "", None
         if s.startswith(" @", i):
-            module, i = _word(s, i + 2, _BARE, "a module path after '@'")
+            module, i = read_word(s, i + 2, _BARE, "a module path after '@'")
         if s.startswith(" recompute_of=n", i):
-            recompute_of, i = _int(s, i + len(" recompute_of=n"), "a node id")
-        _end(s, i)
+            recompute_of, i = read_int(s, i + len(" recompute_of=n"), "a node id")
+        if s.startswith("  #", i):  # a derived comment for people (run time, bytes): ignored
+            i = len(s)
+        expect_end(s, i)
         self.graph.nodes.append(Node(nid, name, op, args, kwargs, outs, region, module, recompute_of))
 
     def output(self, s: str) -> None:
         i = len("output")
         while i < len(s):
-            i = _expect(s, i, " " if i == len("output") else ", ")
+            i = expect(s, i, " " if i == len("output") else ", ")
             if not s.startswith("v", i):
-                raise _Bad(i, "expected a value reference like v12")
-            vid, i = _int(s, i + 1, "a value id")
+                raise Bad(i, "expected a value reference like v12")
+            vid, i = read_int(s, i + 1, "a value id")
             self.graph.outputs.append(vid)
+
+    def analysis(self, s: str) -> None:
+        start = len("analysis ")
+        name, i = read_word(s, start, _BARE, "an analysis name")
+        if name not in ANALYSES:
+            raise Bad(start, f"unknown analysis {name!r}; expected one of {', '.join(ANALYSES)}")
+        if name in self.analyses:
+            raise Bad(start, f"analysis {name!r} given twice")
+        if i < len(s):
+            i = expect(s, i, " ")
+        from acir.serde import analysis_from_text
+
+        try:
+            self.analyses[name] = analysis_from_text(name, s[i:], f"analysis {name}")
+        except SerdeError as e:
+            raise Bad(i, str(e)) from None
 
     def line(self, kind: str, s: str, phase: int) -> int:
         """Read one line of ``kind`` at ``phase``; the phase after it."""
         if phase == 0:  # 0 before 'acir', 1 header, 2 inputs, 3 nodes, 4 after 'output'
             if kind != "acir":
-                raise _Bad(0, "not acir text: the first line must be 'acir <schema_version> \"<producer>\"'")
+                raise Bad(0, "not acir text: the first line must be 'acir <schema_version> \"<producer>\"'")
             self.acir(s)
             return 1
         if phase == 4:
-            raise _Bad(0, "text after the 'output' line, which must be the last line")
+            if kind != "analysis":
+                raise Bad(0, "text after the 'output' line; only 'analysis' lines may follow it")
+            self.analysis(s)
+            return 4
         if kind in _HEADER_KINDS:
             if phase != 1:
-                raise _Bad(0, f"header line '{kind}' after the graph has started; header lines come first")
+                raise Bad(0, f"header line '{kind}' after the graph has started; header lines come first")
             if kind in self.have and kind in ("revision", "provenance"):
-                raise _Bad(0, f"'{kind}' line given twice")
+                raise Bad(0, f"'{kind}' line given twice")
             self.have.add(kind)
             self.header_line(kind, s)
             return 1
+        if kind == "analysis":
+            raise Bad(0, "'analysis' line before the 'output' line; analysis blocks come last")
         is_node = kind[0] == "n" and kind[1:].isdigit()
         if not (is_node or kind in ("input", "output")):
-            raise _Bad(0, "'acir' line given twice" if kind == "acir" else
+            raise Bad(0, "'acir' line given twice" if kind == "acir" else
                        f"unknown line kind {kind!r}; expected {_KIND_LIST}")
         for need in ("revision", "provenance"):
             if need not in self.have:
-                raise _Bad(0, f"missing '{need}' line in the header (before the first input, node or output)")
+                raise Bad(0, f"missing '{need}' line in the header (before the first input, node or output)")
         if is_node:
             self.node(s)
             return 3
@@ -507,7 +455,7 @@ class _Reader:
             self.output(s)
             return 4
         if phase == 3:
-            raise _Bad(0, "input line after the first node; graph inputs come first")
+            raise Bad(0, "input line after the first node; graph inputs come first")
         self.input(s)
         return 2
 
@@ -523,7 +471,7 @@ def parse_module(text: str, source: str = "<text>") -> Module:
             continue
         try:
             phase = r.line(s.partition(" ")[0], s, phase)
-        except _Bad as e:
+        except Bad as e:
             indent = len(raw) - len(raw.lstrip(" \t\r"))
             where = f" (column {e.col + indent + 1})" if e.col else ""
             raise ParseError(f"{source}:{lineno}: {e.msg}{where}") from None
@@ -534,4 +482,4 @@ def parse_module(text: str, source: str = "<text>") -> Module:
         raise ParseError(f"{source}:{last}: missing the final 'output' line (is the text truncated?)")
     r.graph.storages = list(r.storages.values())
     r.graph.values = r.values
-    return Module(r.header, r.graph)
+    return Module(r.header, r.graph, {name: r.analyses[name] for name in ANALYSES if name in r.analyses})

@@ -350,3 +350,117 @@ def test_error_gives_the_column():
     col = BASE.split("\n")[N6 - 1].index("max=None") + len("max=") + 1
     assert f"(column {col})" in msg, msg
 
+
+
+# ---------------------------------------------------------------------------
+# analysis blocks: data lines after 'output', and derived comments on node lines
+
+
+def _with_analyses(profile_revision: int | None = 2, liveness: bool = True) -> Module:
+    from acir.analyses import NodeProfile, Profile
+    from acir.registry import build_pipeline
+
+    m = small_module()
+    if profile_revision is not None:
+        times = [0.001, 0.1 + 0.2, 5e-324, 1e-07, 1.5, 0.25, 1 / 3]  # seconds, some odd floats
+        nodes = [NodeProfile(n.id, times[k % len(times)], 32 * k, 16 * k, 1000 + k, 900 + k)
+                 for k, n in enumerate(m.graph.nodes)]
+        m.analyses["profile"] = Profile(revision=profile_revision, device="cpu", method="perf_counter", reps=5,
+                                        warmup=1, torch_version="2.14.1+cpu", malloc="heap-retained", nodes=nodes,
+                                        measured_peak_bytes=756, peak_node=17, iteration_s=0.0123)
+    if liveness:
+        build_pipeline("liveness")[0].run(m)
+    return m
+
+
+def test_analyses_round_trip_binary_text_binary():
+    data = dumps(_with_analyses())
+    text = print_module(loads(data))
+    assert dumps(parse_module(text)) == data
+
+
+def test_analyses_round_trip_text_binary_text():
+    text = print_module(_with_analyses())
+    back = parse_module(text)
+    assert back.analyses == _with_analyses().analyses
+    assert print_module(loads(dumps(back))) == text
+
+
+def test_analysis_lines_follow_the_output_line_in_artifact_order():
+    lines = print_module(_with_analyses()).splitlines()
+    k = next(i for i, line in enumerate(lines) if line.startswith("output "))
+    assert [line.split(" ", 2)[:2] for line in lines[k + 1:]] == [["analysis", "profile"], ["analysis", "liveness"]]
+    assert lines[k + 2].startswith("analysis liveness revision: 2 storages { defined: -1 last_use: 26")
+
+
+def test_node_comments_for_people():
+    text = print_module(_with_analyses())
+    assert "n1 einsum = " in text and "ACTIVATION FORWARD @encoder.fc  # 300.000 ms, +32 B, live 512 B\n" in text
+    assert "PARAM FORWARD @encoder.fc  # 1.000 ms, +0 B, live 480 B\n" in text  # a view: no new bytes
+    assert "OTHER OPTIMIZER  # 0.000 ms, +128 B, live 756 B  <- peak\n" in text  # the simulated peak
+    # a profile alone (even a stale one): run times, new bytes, the measured peak node
+    only_profile = print_module(_with_analyses(profile_revision=1, liveness=False))
+    assert "ACTIVATION FORWARD @encoder.fc  # 300.000 ms, +32 B\n" in only_profile
+    assert "GRAD BACKWARD @encoder.fc  # 0.000 ms, +128 B  <- peak\n" in only_profile
+    # liveness alone: no run times
+    assert "ACTIVATION FORWARD @encoder.fc  # +32 B, live 512 B\n" in print_module(_with_analyses(None))
+    # no analysis: no comments (the golden file above)
+    assert "  #" not in print_module(small_module())
+
+
+def test_format_bytes():
+    from acir.text import format_bytes
+
+    assert [format_bytes(n) for n in (0, 512, 1023, 1024, 524288, 189_500_000, 3 * 2**30, 5 * 2**40)] == \
+        ["0 B", "512 B", "1023 B", "1.0 KiB", "512.0 KiB", "180.7 MiB", "3.0 GiB", "5.0 TiB"]
+
+
+def test_trailing_comments_are_ignored():
+    import re
+
+    m = _with_analyses()
+    text = print_module(m)
+    bare = re.sub(r"  # [^\n]*", "", text)
+    assert "  #" not in bare and bare != text
+    assert dumps(parse_module(bare)) == dumps(parse_module(text)) == dumps(m)
+    odd = text.replace("  # 300.000 ms, +32 B, live 512 B", '  # anything: "unclosed ( [ v99 -> n3 #')
+    assert odd != text and dumps(parse_module(odd)) == dumps(m)
+
+
+def test_comment_marks_inside_strings_are_data():
+    from acir.registry import build_pipeline
+
+    b = GraphBuilder()
+    x = b.input("x  # not a comment", InputKind.BATCH, (2,))
+    b.node("aten.add.Tensor", [x, "a  # b"], b.new((2,)), module="m  # c", name="n  # d")
+    m = Module(Header(producer="p"), b.graph)
+    build_pipeline("liveness")[0].run(m)
+    text = print_module(m)
+    assert text.count("  # ") == 5  # four in strings, one comment
+    back = parse_module(text)
+    assert dumps(back) == dumps(m) and print_module(back) == text
+    assert back.graph.nodes[0].args[1] == "a  # b" and back.graph.nodes[0].module == "m  # c"
+
+
+ANALYSED = print_module(_with_analyses())
+_LIVENESS_LINE = next(i for i, line in enumerate(ANALYSED.split("\n"), 1) if line.startswith("analysis liveness"))
+
+
+def _replace_line(lineno: int, new: str) -> str:
+    lines = ANALYSED.split("\n")
+    lines[lineno - 1] = new
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("text, line, words", [
+    (_replace_line(_LIVENESS_LINE, "analysis liveness revision: x"), _LIVENESS_LINE, "bad liveness block"),
+    (_replace_line(_LIVENESS_LINE, "analysis liveness storages { nope: 1 }"), _LIVENESS_LINE, "bad liveness block"),
+    (_replace_line(_LIVENESS_LINE, "analysis plan revision: 1"), _LIVENESS_LINE, "unknown analysis 'plan'"),
+    (_replace_line(_LIVENESS_LINE, "analysis profile revision: 1"), _LIVENESS_LINE, "analysis 'profile' given twice"),
+    (_replace_line(_LIVENESS_LINE, "output v1"), _LIVENESS_LINE, "text after the 'output' line"),
+    (_insert(N1, "analysis liveness revision: 1"), N1, "'analysis' line before the 'output' line"),
+])
+def test_bad_analysis_lines_name_the_line(text, line, words):
+    msg = _error(text)
+    assert msg.startswith(f"m.txt:{line}: "), msg
+    assert words in msg, msg
