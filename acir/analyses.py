@@ -8,6 +8,7 @@ the header's). Blocks are plain data; the passes that compute them are ``profile
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from acir.ir import Role
@@ -66,5 +67,40 @@ class Liveness:
     used_profile: bool = False
 
 
+class Decision(enum.Enum):
+    KEEP = 1
+    RECOMPUTE = 2
+    OFFLOAD = 3
+
+
+@dataclass(slots=True)
+class TensorPlan:
+    """The decision for one activation (a storage kept from the forward for the backward)."""
+
+    storage: int
+    decision: Decision
+    reason: str = ""            # why it must be kept ("random op", "updates a buffer", ...); "" if free to choose
+    srcs: list[int] = field(default_factory=list)  # storages its recomputation starts from
+    recompute_s: float = 0.0    # run time of one recomputation
+    recompute_count: int = 0    # how many times it is recomputed (0 when kept)
+
+
+@dataclass(slots=True)
+class Plan:
+    revision: int
+    planner: str                # the pass spec that made it, e.g. "mutwo{budget=60%}"
+    budget_bytes: int
+    predicted_peak_bytes: int
+    predicted_recompute_s: float
+    solve_s: float
+    no_ac_peak_bytes: int       # the simulated peak without recomputation
+    floor_bytes: int            # the smallest peak recomputation can reach (everything allowed recomputed)
+    tensors: list[TensorPlan]
+    optimality_gap: float = -1.0  # MILP gap of the optimal planner; -1 for heuristics
+
+    def recomputed(self) -> list[TensorPlan]:
+        return [t for t in self.tensors if t.decision is Decision.RECOMPUTE]
+
+
 #: The analysis blocks by their name in ``Module.analyses``, in artifact order.
-ANALYSES = {"profile": Profile, "liveness": Liveness}
+ANALYSES = {"profile": Profile, "liveness": Liveness, "plan": Plan}

@@ -9,7 +9,8 @@ activations) and runs the lowered graph on the model's own parameters and optimi
 state. Adam/AdamW are switched to ``capturable=True`` and every parameter's optimizer
 state is created up front if it does not exist yet (as a first step would create it),
 so one graph serves every iteration; an eager step with that same optimizer gives
-bit-identical results. Batches must keep the example batch's structure, shapes and dtypes.
+bit-identical results. Each parameter is updated as soon as its gradient is final
+(``schedule="interleaved"``, the default; ``"eager"`` keeps PyTorch's order). Batches must keep the example batch's structure, shapes and dtypes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Step:
         return self._bound(batch)
 
 
-def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch, *, verify: bool = True) -> Step:  # noqa: A001
+def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch, *, verify: bool = True,  # noqa: A001
+            schedule: str = "interleaved") -> Step:
     """Capture ``zero_grad; loss_fn(model, batch).backward(); optimizer.step()`` and return it as a Step."""
     import torch
 
@@ -49,6 +51,10 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
                       optimizer_options=optimizer_options(optimizer), device=device,
                       torch_version=torch.__version__)
     module = module_from_workload(model, optimizer, loss_fn, example_batch, prov)
+    if schedule == "interleaved":
+        from acir.capture_step import interleave
+
+        interleave(module)
     if verify:
         from acir.verify import verify as verify_ir
 

@@ -1,7 +1,10 @@
 """Capture: a model by name (or the user's factory) -> an annotated acir Module.
 
 The workload and optimizer are built inside a ``FakeTensorMode``, so capturing a batch
-that would not fit in memory costs no memory; the provenance (model spec, sizes,
+that would not fit in memory costs no memory. By default the captured step then runs each
+parameter's update as soon as its gradient is final (the ``interleave-optimizer`` pass,
+recorded in the header's pipeline; ``schedule="eager"`` keeps PyTorch's order): the same
+numbers bit for bit, without every gradient alive at once; the provenance (model spec, sizes,
 optimizer and its hyper-parameters, seed, torch version) is recorded so that
 ``acir-run`` can rebuild the very same model, batch and optimizer later.
 """
@@ -25,6 +28,7 @@ class CaptureOptions:
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
+    schedule: str = "interleaved"  # or "eager": the optimizer after the whole backward
 
 
 def build_workload(opts: CaptureOptions | Provenance):
@@ -70,7 +74,24 @@ def capture(opts: CaptureOptions) -> Module:
     opts = CaptureOptions(**{**opts.__dict__, "seq_len": seq_len, "image_size": image_size})
     with FakeTensorMode(allow_non_fake_inputs=True):
         wl, opt = build_workload(opts)
+    if opts.schedule not in SCHEDULES:
+        raise CaptureError(f"unknown schedule {opts.schedule!r}; use {' or '.join(SCHEDULES)}")
     prov = Provenance(model=opts.model, batch_size=opts.batch_size, seq_len=seq_len, image_size=image_size,
                       optimizer=opts.optimizer, optimizer_options=optimizer_options(opt), seed=opts.seed,
                       device=opts.device, dtype="float32", torch_version=torch.__version__)
-    return module_from_workload(wl.model, opt, wl.loss_fn, wl.batch, prov)
+    module = module_from_workload(wl.model, opt, wl.loss_fn, wl.batch, prov)
+    if opts.schedule == "interleaved":
+        interleave(module)
+    return module
+
+
+#: How the optimizer is scheduled in a captured step (see passes/interleave_optimizer.py).
+SCHEDULES = ("interleaved", "eager")
+
+
+def interleave(module: Module) -> None:
+    """Apply the ``interleave-optimizer`` pass (recorded in the header's pipeline)."""
+    from acir.pass_manager import PassManager
+    from acir.passes.interleave_optimizer import InterleaveOptimizer
+
+    PassManager([InterleaveOptimizer()]).run(module)

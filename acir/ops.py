@@ -47,3 +47,37 @@ def to_torch(arg, value: Callable[[int], Any]):
     if isinstance(arg, MemoryFormat):
         return getattr(torch, arg.name)
     return arg
+
+
+#: Words in an overload name that mark an op drawing random numbers (it advances the RNG).
+RANDOM_WORDS = ("rand", "bernoulli", "dropout", "normal", "uniform", "multinomial", "exponential",
+                "geometric", "cauchy", "log_normal", "random_", "poisson")
+
+
+def is_random(op_name: str) -> bool:
+    """Does the overload draw random numbers? (Re-running it would draw different ones.)"""
+    name = op_name.lower()
+    return any(w in name for w in RANDOM_WORDS)
+
+
+@functools.lru_cache(maxsize=None)
+def mutated_args(op_name: str) -> tuple[str, ...] | None:
+    """Names of the arguments the overload writes to (``Tensor(a!)``); None if torch does not know it."""
+    try:
+        op = resolve_op(op_name)
+    except RunError:
+        return None
+    return tuple(a.name for a in op._schema.arguments if a.alias_info is not None and a.alias_info.is_write)
+
+
+def functional_variant(op_name: str) -> str | None:
+    """``aten.relu_.default`` -> ``aten.relu.default`` when that overload exists, else None."""
+    parts = op_name.split(".")
+    if len(parts) < 3 or not parts[-2].endswith("_"):
+        return None
+    name = ".".join([parts[0], parts[-2][:-1], parts[-1]])
+    try:
+        resolve_op(name)
+    except RunError:
+        return None
+    return name

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from acir.analyses import Liveness, Profile
+from acir.analyses import Decision, Liveness, Plan, Profile
 from acir.errors import AcirError
 from acir.ir import Graph, Module, Node, Region, Role
 from acir.simulator import simulate, storage_lives, storage_roles
@@ -214,6 +214,56 @@ def _activations_text(d: dict) -> list[str]:
     return [f"activations   {a['count']} storages kept for the backward, {mib(a['bytes'])} ({a['bytes']:,} bytes)"]
 
 
+def _plan(f: Facts) -> dict:
+    plan = f.module.analyses.get("plan")
+    if not isinstance(plan, Plan):
+        return {"plan": None}
+    recomputed = plan.recomputed()
+    reasons: dict[str, int] = {}
+    for t in plan.tensors:
+        if t.decision is Decision.KEEP and t.reason:
+            reasons[t.reason] = reasons.get(t.reason, 0) + 1
+    return {"plan": {
+        "planner": plan.planner, "revision": plan.revision, "stale": plan.revision != f.module.header.revision,
+        "budget_bytes": plan.budget_bytes, "predicted_peak_bytes": plan.predicted_peak_bytes,
+        "predicted_recompute_s": plan.predicted_recompute_s, "solve_s": plan.solve_s,
+        "no_ac_peak_bytes": plan.no_ac_peak_bytes, "floor_bytes": plan.floor_bytes,
+        "tensors": len(plan.tensors), "recomputed": len(recomputed),
+        "recomputed_bytes": sum(f.storage_bytes.get(t.storage, 0) for t in recomputed),
+        "kept_for_reason": {"count": sum(reasons.values()), "by_reason": dict(sorted(reasons.items()))},
+        "optimality_gap": None if plan.optimality_gap < 0 else plan.optimality_gap}}
+
+
+def _pct(part: float, whole: float | None) -> str:
+    return "-" if not whole else f"{part / whole * 100:.1f}%"
+
+
+def _plan_text(d: dict) -> list[str]:
+    p = d["plan"]
+    if p is None:
+        return ["plan          - (no plan: a planner pass adds one, e.g. acir-opt -p 'liveness,mutwo{budget=60%}')"]
+    stale = (f" (stale: made at revision {p['revision']}, the graph is at revision {d['revision']})"
+             if p["stale"] else "")
+    peak, budget, no_ac = p["predicted_peak_bytes"], p["budget_bytes"], p["no_ac_peak_bytes"]
+    fits = "within" if peak <= budget else "OVER"
+    gap = "" if p["optimality_gap"] is None else f", optimality gap {p['optimality_gap'] * 100:.2f}%"
+    added = ms(p["predicted_recompute_s"])
+    if d.get("iteration_s"):
+        added += f" ({_pct(p['predicted_recompute_s'], d['iteration_s'])} of the {ms(d['iteration_s'])} iteration)"
+    kept = p["kept_for_reason"]
+    lines = [f"plan          {p['planner'] or '?'}{stale}; solved in {p['solve_s']:.3f} s{gap}",
+             f"  budget      {mib(budget)} ({budget:,} bytes); floor {mib(p['floor_bytes'])}",
+             f"  peak        {mib(peak)} ({peak:,} bytes) predicted, {fits} the budget; no-AC peak {mib(no_ac)}, "
+             f"{_pct(no_ac - peak, no_ac)} saved",
+             f"  added time  {added}",
+             f"  recomputed  {p['recomputed']} of {p['tensors']} activations, {mib(p['recomputed_bytes'])} "
+             f"({p['recomputed_bytes']:,} bytes)"]
+    if kept["count"]:
+        why = ", ".join(f"{r} {n}" for r, n in kept["by_reason"].items())
+        lines.append(f"  kept        {kept['count']} must stay: {why}")
+    return lines
+
+
 @dataclass(frozen=True)
 class Section:
     """A part of the report: JSON keys built from :class:`Facts`, and text describing them."""
@@ -228,6 +278,7 @@ SECTIONS: list[Section] = [
     Section("memory", _memory, _memory_text),
     Section("measured", _measured, _measured_text),
     Section("activations", _activations, _activations_text),
+    Section("plan", _plan, _plan_text),
 ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 
 from acir._proto import acir_pb2 as pb
-from acir.analyses import Liveness, NodeProfile, Profile, StorageLife
+from acir.analyses import Decision, Liveness, NodeProfile, Plan, Profile, StorageLife, TensorPlan
 from acir.errors import SerdeError
 from acir.ir import (
     MAGIC, SCHEMA_VERSION, Arg, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
@@ -119,6 +119,16 @@ def _analyses_to_pb(analyses: dict, out: pb.Analyses) -> None:
                            inactive_s=s.inactive_s)
         for role in sorted(live.peak_by_role, key=lambda r: r.value):
             q.peak_by_role.add(role=role.value, bytes=live.peak_by_role[role])
+    plan = analyses.get("plan")
+    if plan is not None:
+        r = out.plan
+        r.revision, r.planner, r.budget_bytes = plan.revision, plan.planner, plan.budget_bytes
+        r.predicted_peak_bytes, r.predicted_recompute_s = plan.predicted_peak_bytes, plan.predicted_recompute_s
+        r.solve_s, r.no_ac_peak_bytes, r.floor_bytes = plan.solve_s, plan.no_ac_peak_bytes, plan.floor_bytes
+        r.optimality_gap = plan.optimality_gap
+        for t in plan.tensors:
+            r.tensors.add(storage=t.storage, decision=t.decision.value, reason=t.reason, srcs=t.srcs,
+                          recompute_s=t.recompute_s, recompute_count=t.recompute_count)
 
 
 def _analyses_from_pb(msg: pb.Analyses) -> dict:
@@ -140,6 +150,15 @@ def _analyses_from_pb(msg: pb.Analyses) -> dict:
             timeline=list(q.timeline), simulated_peak_bytes=q.simulated_peak_bytes, peak_node=q.peak_node,
             peak_by_role={_enum(Role, r.role, "liveness peak_by_role"): r.bytes for r in q.peak_by_role},
             persistent_bytes=q.persistent_bytes, used_profile=q.used_profile)
+    if msg.HasField("plan"):
+        r = msg.plan
+        out["plan"] = Plan(
+            revision=r.revision, planner=r.planner, budget_bytes=r.budget_bytes,
+            predicted_peak_bytes=r.predicted_peak_bytes, predicted_recompute_s=r.predicted_recompute_s,
+            solve_s=r.solve_s, no_ac_peak_bytes=r.no_ac_peak_bytes, floor_bytes=r.floor_bytes,
+            tensors=[TensorPlan(t.storage, _enum(Decision, t.decision, f"plan tensor s{t.storage}"), t.reason,
+                                list(t.srcs), t.recompute_s, t.recompute_count) for t in r.tensors],
+            optimality_gap=r.optimality_gap)
     return out
 
 

@@ -21,12 +21,13 @@ Why the format looks like this:
 * Analysis blocks follow the ``output`` line, one line each in artifact order:
   ``analysis liveness <block>``, the block in protobuf's one-line text format
   (:func:`acir.serde.analysis_to_text`). They are data, so they round-trip with the graph.
-* When a ``profile`` or ``liveness`` block is present (fresh or stale), each node line ends
-  with a comment for people: ``  # 1.234 ms, +512.0 KiB, live 180.7 MiB`` - the node's run
-  time (profile), the bytes of the storages it creates, the simulated live bytes while it
-  runs (liveness) - and the peak node adds ``  <- peak``. Such comments are derived from
-  the blocks and the graph and never read back: the parser skips a trailing ``  #...``
-  after a node line's last field.
+* When a ``profile``, ``liveness`` or ``plan`` block is present (fresh or stale), each node
+  line ends with a comment for people: ``  # 1.234 ms, +512.0 KiB, live 180.7 MiB`` - the
+  node's run time (profile), the bytes of the storages it creates, the simulated live bytes
+  while it runs (liveness) - then, from the plan, ``recompute`` or ``keep (random op)`` for
+  a storage it creates that is recomputed or must be kept, and the peak node adds
+  ``  <- peak``. Such comments are derived from the blocks and the graph and never read
+  back: the parser skips a trailing ``  #...`` after a node line's last field.
 
 Only canonical modules round-trip: a storage no value uses, or a value that no input or
 node defines, has nowhere to be printed (:mod:`acir.verify` reports both). The parser skips
@@ -42,7 +43,7 @@ import json
 import math
 import re
 
-from acir.analyses import ANALYSES, Liveness, Profile
+from acir.analyses import ANALYSES, Decision, Liveness, Plan, Profile
 from acir.errors import ParseError, SerdeError
 from acir.ir import (
     DTYPE_SIZE, LAYOUTS, MEMORY_FORMATS, SCHEMA_VERSION, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
@@ -182,35 +183,54 @@ def _blocks(m: Module) -> list[tuple[str, object]]:
     return [(name, m.analyses[name]) for name, cls in ANALYSES.items() if isinstance(m.analyses.get(name), cls)]
 
 
+def _plan_notes(plan: Plan | None) -> dict[int, str]:
+    """Storage id -> its plan note: ``recompute``, or ``keep (reason)`` when it must be kept."""
+    if plan is None:
+        return {}
+    out = {}
+    for t in plan.tensors:
+        if t.decision is Decision.RECOMPUTE:
+            out[t.storage] = "recompute"
+        elif t.decision is Decision.KEEP and t.reason:
+            out[t.storage] = f"keep ({t.reason})"
+    return out
+
+
 def _notes(m: Module) -> list[str] | None:
-    """Each node line's trailing comment (run time, new bytes, live bytes), or None without analyses.
+    """Each node line's trailing comment (run time, new bytes, live bytes, plan), or None without analyses.
 
     Derived for people, never parsed: the profile gives run times, the graph the bytes of
-    the storages each node creates, the liveness timeline the live bytes.
+    the storages each node creates, the liveness timeline the live bytes, and the plan
+    (fresh or stale) what happens to the storages the node creates.
     """
-    prof, live = m.analyses.get("profile"), m.analyses.get("liveness")
+    prof, live, plan = m.analyses.get("profile"), m.analyses.get("liveness"), m.analyses.get("plan")
     prof = prof if isinstance(prof, Profile) else None
     live = live if isinstance(live, Liveness) else None
-    if prof is None and live is None:
+    plan = plan if isinstance(plan, Plan) else None
+    if prof is None and live is None and plan is None:
         return None
     g = m.graph
     run = prof.run_s() if prof is not None else {}
     timeline = live.timeline if live is not None and len(live.timeline) == len(g.nodes) else None
-    peak = live.peak_node if live is not None else prof.peak_node
+    peak = live.peak_node if live is not None else prof.peak_node if prof is not None else None
+    decided = _plan_notes(plan)
     nbytes = {s.id: s.nbytes for s in g.storages}
     seen = {g.values[i.value].storage for i in g.inputs if i.value in g.values}
     out = []
     for r, n in enumerate(g.nodes):
-        new = 0
+        new, notes = 0, []
         for vid in n.output_ids():
             v = g.values.get(vid)
             if v is not None and v.storage not in seen:
                 seen.add(v.storage)
                 new += nbytes.get(v.storage, 0)
+                if v.storage in decided:
+                    notes.append(decided[v.storage])
         parts = [] if n.id not in run else [f"{run[n.id] * 1e3:.3f} ms"]
         parts.append("+" + format_bytes(new))
         if timeline is not None:
             parts.append("live " + format_bytes(timeline[r]))
+        parts += dict.fromkeys(notes)  # once each, in output order
         out.append("  # " + ", ".join(parts) + ("  <- peak" if n.id == peak else ""))
     return out
 

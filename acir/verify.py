@@ -190,7 +190,7 @@ def _check_graph(g: Graph, out: list[str]) -> None:
 
     node_ids: set[int] = set()
     node_names: set[str] = set()
-    top = 0  # the latest region so far
+    after_forward: Node | None = None  # the first BACKWARD or OPTIMIZER node so far
     for n in g.nodes:
         who = _who(n)
         if n.id in node_ids:
@@ -204,11 +204,11 @@ def _check_graph(g: Graph, out: list[str]) -> None:
             out.append(f"{who}: op {n.op!r} is not a 'namespace.op.overload' name")
         if not isinstance(n.region, Region):
             out.append(f"{who}: region {n.region!r} is not a Region")
-        elif n.region.value < top:
-            out.append(f"{who}: region {n.region.name} after {Region(top).name}; "
-                       "regions go FORWARD, then BACKWARD, then OPTIMIZER")
-        else:
-            top = n.region.value
+        elif n.region is Region.FORWARD and after_forward is not None:
+            out.append(f"{who}: region FORWARD after {after_forward.region.name}; the forward comes first "
+                       "(BACKWARD and OPTIMIZER nodes may interleave after it)")
+        elif n.region is not Region.FORWARD and after_forward is None:
+            after_forward = n
         refs, bad = [], []
         _walk_arg(n.args, refs, bad)
         for a in n.kwargs.values():

@@ -25,10 +25,9 @@ import functools
 from dataclasses import dataclass
 
 from acir.ir import Graph, Module, Node
+from acir.ops import is_random
 from acir.pass_manager import Pass, PassResult
 
-_RANDOM_WORDS = ("rand", "bernoulli", "dropout", "normal", "uniform", "multinomial", "exponential",
-                 "geometric", "cauchy", "log_normal", "random_", "poisson")
 _KNOWN_NAMESPACES = ("aten", "prims")
 
 
@@ -51,8 +50,7 @@ def _schema_mutable(op: str) -> bool | None:
 
 def has_side_effects(node: Node, input_storages: set[int], graph: Graph) -> bool:
     """True when removing ``node`` could change what the iteration does, beyond its outputs."""
-    op = node.op.lower()
-    if any(w in op for w in _RANDOM_WORDS):
+    if is_random(node.op):
         return True
     mutable = _schema_mutable(node.op)
     if mutable is None:

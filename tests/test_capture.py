@@ -27,10 +27,32 @@ def test_capture_is_deterministic(captured):
 def test_regions_are_ordered_and_all_present(captured):
     m = captured("resnet18")
     regions = [n.region for n in m.graph.nodes]
-    assert regions == sorted(regions, key=lambda r: r.value)
+    first_non_forward = regions.index(Region.BACKWARD)
+    assert all(r is Region.FORWARD for r in regions[:first_non_forward])
+    assert Region.FORWARD not in regions[first_non_forward:]
     assert {Region.FORWARD, Region.BACKWARD, Region.OPTIMIZER} <= set(regions)
-    # the first backward node seeds the loss gradient; the optimizer starts on Adam's step counter
-    first_bw = next(n for n in m.graph.nodes if n.region is Region.BACKWARD)
+    # interleaved by default: parameters are updated inside the backward
+    assert m.header.pipeline == ["interleave-optimizer"] and m.header.revision == 1
+    last_bw = max(i for i, r in enumerate(regions) if r is Region.BACKWARD)
+    assert any(r is Region.OPTIMIZER for r in regions[:last_bw])
+
+
+def test_eager_schedule_keeps_pytorch_order():
+    from acir.capture_step import CaptureOptions, capture
+
+    m = capture(CaptureOptions("mlp", 2, schedule="eager"))
+    regions = [n.region.value for n in m.graph.nodes]
+    assert regions == sorted(regions) and m.header.pipeline == []
+
+
+def test_interleaving_lowers_the_peak(captured):
+    from acir.capture_step import CaptureOptions, capture
+    from acir.simulator import simulate
+
+    eager = capture(CaptureOptions("resnet18", 2, 0, 32, schedule="eager"))
+    assert simulate(captured("resnet18").graph).peak_bytes < simulate(eager.graph).peak_bytes
+    # the first backward node seeds the loss gradient
+    first_bw = next(n for n in eager.graph.nodes if n.region is Region.BACKWARD)
     assert first_bw.op == "aten.ones_like.default"
 
 

@@ -17,7 +17,7 @@ import pytest
 from ir_fixtures import GraphBuilder, big_module, small_module
 
 from acir import report
-from acir.analyses import Liveness, NodeProfile, Profile, StorageLife
+from acir.analyses import Decision, Liveness, NodeProfile, Plan, Profile, StorageLife, TensorPlan
 from acir.artifact import write_path
 from acir.ir import InputKind, Module, Role
 from acir.plots import bucket_ranks, memory_plot
@@ -222,6 +222,56 @@ def test_help_has_examples(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "acir-opt -p 'profile,liveness' | acir-stats --json" in out
+
+
+# ---------------------------------------------------------------------------
+# The plan section.
+
+
+def hand_plan(revision: int = 2, gap: float = -1.0) -> Plan:
+    K, R = Decision.KEEP, Decision.RECOMPUTE
+    tensors = [TensorPlan(6, R, srcs=[5, 0], recompute_s=0.01, recompute_count=1),  # y, 32 B
+               TensorPlan(7, K),
+               TensorPlan(8, K, reason="updates a buffer"), TensorPlan(9, K, reason="updates a buffer"),
+               TensorPlan(13, R, srcs=[7], recompute_s=0.01, recompute_count=2),    # logp, 24 B
+               TensorPlan(15, K, reason="random op")]
+    return Plan(revision, "mutwo{budget=60%}", 1800, 1200, 0.03, 0.25, 1500, 1100, tensors, gap)
+
+
+def test_plan_json_by_hand(capsys, tmp_path):
+    m = annotated()
+    m.analyses["plan"] = hand_plan()
+    path = str(tmp_path / "planned.acir")
+    write_path(m, path)
+    d, err = stats_json(capsys, path)
+    assert d["plan"] == {
+        "planner": "mutwo{budget=60%}", "revision": 2, "stale": False,
+        "budget_bytes": 1800, "predicted_peak_bytes": 1200, "predicted_recompute_s": 0.03, "solve_s": 0.25,
+        "no_ac_peak_bytes": 1500, "floor_bytes": 1100, "tensors": 6, "recomputed": 2,
+        "recomputed_bytes": 32 + 24,
+        "kept_for_reason": {"count": 3, "by_reason": {"random op": 1, "updates a buffer": 2}},
+        "optimality_gap": None}
+    assert "plan          mutwo{budget=60%}; solved in 0.250 s\n" in err
+    assert "within the budget; no-AC peak 0.0 MiB, 20.0% saved" in err  # (1500 - 1200) / 1500
+    assert "added time  30.00 ms (10.0% of the 300.00 ms iteration)" in err  # 0.03 / 0.3
+    assert "recomputed  2 of 6 activations, 0.0 MiB (56 bytes)" in err
+    assert "kept        3 must stay: random op 1, updates a buffer 2" in err
+
+
+def test_plan_stale_gap_and_unprofiled():
+    m = annotated(profiled=False)
+    m.analyses["plan"] = hand_plan(revision=1, gap=0.015)
+    d = report.report_json(m)
+    assert d["plan"]["stale"] is True and d["plan"]["optimality_gap"] == 0.015
+    text = report.summary(d)
+    assert "(stale: made at revision 1, the graph is at revision 2)" in text and "optimality gap 1.50%" in text
+    assert "added time  30.00 ms\n" in text  # no iteration time to compare with
+
+
+def test_no_plan_is_null(capsys, artifact):
+    d, err = stats_json(capsys, artifact)
+    assert "plan" in d and d["plan"] is None
+    assert "plan          - (no plan" in err
 
 
 # ---------------------------------------------------------------------------

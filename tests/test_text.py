@@ -455,7 +455,7 @@ def _replace_line(lineno: int, new: str) -> str:
 @pytest.mark.parametrize("text, line, words", [
     (_replace_line(_LIVENESS_LINE, "analysis liveness revision: x"), _LIVENESS_LINE, "bad liveness block"),
     (_replace_line(_LIVENESS_LINE, "analysis liveness storages { nope: 1 }"), _LIVENESS_LINE, "bad liveness block"),
-    (_replace_line(_LIVENESS_LINE, "analysis plan revision: 1"), _LIVENESS_LINE, "unknown analysis 'plan'"),
+    (_replace_line(_LIVENESS_LINE, "analysis nope revision: 1"), _LIVENESS_LINE, "unknown analysis 'nope'"),
     (_replace_line(_LIVENESS_LINE, "analysis profile revision: 1"), _LIVENESS_LINE, "analysis 'profile' given twice"),
     (_replace_line(_LIVENESS_LINE, "output v1"), _LIVENESS_LINE, "text after the 'output' line"),
     (_insert(N1, "analysis liveness revision: 1"), N1, "'analysis' line before the 'output' line"),

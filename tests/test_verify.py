@@ -69,7 +69,7 @@ CASES = [
      ["n3 (relu): uses v999, which is never defined"]),
     ("graph output undefined", _set(lambda m: m.graph, outputs=[999]), ["graph output v999 is never defined"]),
     ("regions out of order", _set(node(25), region=Region.FORWARD),
-     ["n25 (add__1): region FORWARD after OPTIMIZER"]),
+     ["n25 (add__1): region FORWARD after BACKWARD"]),
     ("unknown dtype", _set(value(14), dtype="float128"), ["v14: unknown dtype 'float128'"]),
     ("strides vs shape", _set(value(14), strides=(3,)), ["v14: 1 strides for 2 dims"]),
     ("negative dim", _set(value(14), shape=(-2, 3), nbytes=-24), ["v14: negative dim in shape [-2, 3]"]),

@@ -35,6 +35,10 @@ def _parser():
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--schedule", default="interleaved", choices=("interleaved", "eager"),
+                   help="interleaved (default): each parameter is updated inside the backward as soon as its "
+                        "gradient is final (same numbers, gradients freed early); eager: PyTorch's order, "
+                        "the optimizer after the whole backward")
     p.add_argument("-o", "--output", help="output file (default: stdout, when it is not a terminal)")
     p.add_argument("--emit", choices=("binary", "text"), default="binary", help="artifact form (default binary)")
     p.add_argument("--list-models", action="store_true", help="list the zoo and exit")
@@ -57,7 +61,7 @@ def _body(args) -> int:
     if sys.stderr.isatty():
         print(f"capturing {args.model} (batch {args.batch_size}) ...", file=sys.stderr)
     module = capture(CaptureOptions(args.model, args.batch_size, args.seq_len, args.image_size, args.optimizer,
-                                    args.lr, args.seed, args.device))
+                                    args.lr, args.seed, args.device, args.schedule))
     seconds = time.perf_counter() - t0
     from acir.verify import verify
 

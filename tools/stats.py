@@ -21,7 +21,9 @@ DESCRIPTION = """\
 Summarise an acir artifact (binary or text; from FILE or standard input): nodes per
 region, persistent memory and the simulated peak broken down by role, the node where the
 peak happens, activations kept for the backward, and, when the artifact is profiled, time
-per region, the un-instrumented iteration time, the measured peak and the simulator error.
+per region, the un-instrumented iteration time, the measured peak and the simulator error;
+when the artifact has a plan, the planner, its budget, predicted peak and added time, and
+what it recomputes or must keep.
 
 Without a liveness analysis (or with a stale one) the memory simulation is computed now;
 the summary says so. Nothing is written back to the artifact."""
@@ -38,7 +40,10 @@ examples:
 keys are stable: simulated_peak_bytes, peak_node, bytes_by_role_at_peak,
 persistent_bytes_by_role, nodes_by_region, activations, and measured_peak_bytes,
 simulator_error, time_by_region_s, iteration_s, profiled_time_s, profiled_over_iteration
-(null when not profiled). Sizes are bytes, times seconds, the error a fraction."""
+(null when not profiled), and plan: {planner, budget_bytes, predicted_peak_bytes,
+predicted_recompute_s, solve_s, no_ac_peak_bytes, floor_bytes, recomputed,
+recomputed_bytes, kept_for_reason: {count, by_reason}, optimality_gap, stale, ...}
+(null without a plan). Sizes are bytes, times seconds, the error and the gap fractions."""
 
 
 def make_arg_parser() -> argparse.ArgumentParser:

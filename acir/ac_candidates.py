@@ -1,0 +1,142 @@
+"""From an annotated graph to the planners' :class:`~acir.plan_problem.Problem`.
+
+A *candidate* is an activation: a storage created in the forward and read in the
+backward (liveness). Recomputing it means replaying, just before its first backward use,
+the forward nodes that wrote it — its defining op, then any views and in-place ops on it
+— from values that are still around: graph inputs, and other activations (its *sources*).
+Forward values that are not activations are dead by then, so the nodes that made them
+are replayed too, as temporaries (their bytes are the candidate's ``temp``).
+
+What may not be replayed, and why (the reason is recorded in the plan):
+
+* an op that draws random numbers (dropout): a replay draws different numbers;
+* an op that writes to a graph input or to another value (other than the batch-norm
+  running statistics, which a replay leaves alone by passing none, and other than
+  in-place ops on the tensor being rebuilt, which a replay runs in their functional form):
+  a replay would apply the update twice;
+* an in-place op with no functional variant;
+* the step's output (it must stay to the end), and an activation with no idle window.
+
+The run time of a replay is the sum of the profiled times of the nodes it replays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from acir.errors import PreconditionError
+from acir.ir import Module, Region
+from acir.ops import functional_variant, is_random, mutated_args
+from acir.plan_problem import Problem
+
+#: Batch-norm overloads whose running statistics a replay can leave out (pass None).
+BATCH_NORMS = {"aten.native_batch_norm.default": ("running_mean", "running_var"),
+               "aten._native_batch_norm_legit.default": ("running_mean", "running_var")}
+
+
+@dataclass(frozen=True)
+class Candidates:
+    problem: Problem
+    storages: tuple[int, ...]          # candidate index -> storage id
+    reasons: tuple[str, ...]           # why a candidate must be kept; "" when it may be recomputed
+    chains: tuple[tuple[int, ...], ...]  # candidate index -> ranks of the nodes its replay runs, in order
+
+
+def _fresh(module: Module, name: str):
+    block = module.analyses.get(name)
+    if block is None or block.revision != module.header.revision:
+        state = "missing" if block is None else "stale"
+        raise PreconditionError(f"planning needs a fresh {name} analysis ({state}); add it before the planner, "
+                                f"e.g. -p 'profile,liveness,mutwo{{budget=60%}}'")
+    return block
+
+
+def _node_reason(op: str, writes_ok: bool) -> str:
+    if is_random(op):
+        return f"random op ({op})"
+    mutated = mutated_args(op)
+    if mutated is None:
+        return f"unknown op ({op})"
+    allowed = set(BATCH_NORMS.get(op, ()))
+    if set(mutated) - allowed:
+        if writes_ok and functional_variant(op) is not None:
+            return ""
+        return f"in-place op without a functional variant ({op})" if writes_ok else f"writes its inputs ({op})"
+    return ""
+
+
+def build(module: Module) -> Candidates:
+    """The candidates of ``module`` (needs fresh ``profile`` and ``liveness`` analyses)."""
+    from acir.simulator import simulate
+
+    profile = _fresh(module, "profile")
+    liveness = _fresh(module, "liveness")
+    g = module.graph
+    nodes = g.nodes
+    run_s = profile.run_s()
+    lives = {life.storage: life for life in liveness.storages}
+    timeline = simulate(g, liveness.storages)
+    nbytes = {s.id: s.nbytes for s in g.storages}
+    input_storages = {g.values[i.value].storage for i in g.inputs}
+    output_storages = {g.values[v].storage for v in g.outputs}
+    storage_of = {vid: v.storage for vid, v in g.values.items()}
+    writers: dict[int, list[int]] = {}   # storage -> forward ranks that output into it
+    for r, node in enumerate(nodes):
+        if node.region is not Region.FORWARD:
+            break
+        for vid in node.output_ids():
+            sid = storage_of[vid]
+            if sid not in input_storages:
+                w = writers.setdefault(sid, [])
+                if not w or w[-1] != r:
+                    w.append(r)
+    acts = [life.storage for life in liveness.storages if life.activation]
+    index = {sid: k for k, sid in enumerate(acts)}
+
+    sizes, lo, hi, times, temps, srcs, allowed, reasons, chains = [], [], [], [], [], [], [], [], []
+    for sid in acts:
+        life = lives[sid]
+        reason = ""
+        chain: set[int] = set()
+        src: set[int] = set()
+        temp = 0
+        todo = [sid]
+        seen = {sid}
+        while todo and not reason:
+            t = todo.pop()
+            ranks = [r for r in writers.get(t, ()) if r < life.first_bw_use]
+            for r in ranks:
+                chain.add(r)
+                node = nodes[r]
+                reason = reason or _node_reason(node.op, writes_ok=True)
+                for vid in node.output_ids():
+                    o = storage_of[vid]
+                    if o != sid and o not in seen and o not in index:
+                        temp += nbytes.get(o, 0)
+                for vid in node.input_ids():
+                    d = storage_of[vid]
+                    if d == t or d in input_storages or d in seen:
+                        continue
+                    seen.add(d)
+                    if d in index:
+                        src.add(index[d])
+                    else:
+                        temp += nbytes.get(d, 0)
+                        todo.append(d)
+        if not reason and sid in output_storages:
+            reason = "a step output"
+        start = max(life.last_fw_use, life.defined) + 1
+        if not reason and start >= life.first_bw_use:
+            reason = "no idle window"
+        sizes.append(nbytes.get(sid, 0))
+        lo.append(start)
+        hi.append(life.first_bw_use)
+        times.append(sum(run_s.get(nodes[r].id, 0.0) for r in chain))
+        temps.append(temp)
+        srcs.append(tuple(sorted(src)))
+        allowed.append(not reason)
+        reasons.append(reason)
+        chains.append(tuple(sorted(chain)))
+    problem = Problem(tuple(timeline.live), tuple(timeline.after), timeline.persistent_bytes, tuple(sizes),
+                      tuple(lo), tuple(hi), tuple(times), tuple(temps), tuple(srcs), tuple(allowed))
+    return Candidates(problem, tuple(acts), tuple(reasons), tuple(chains))
