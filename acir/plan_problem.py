@@ -16,12 +16,12 @@ The model (it is what the rewrite pass implements):
 * Its recomputation runs its forward chain (``time`` seconds, ``temp`` bytes of
   intermediates that are not kept) from its sources ``srcs``. A source that is itself
   recomputed and still in its own idle window at ``hi`` is dead then, so it is recomputed
-  inside, transiently (its bytes and temporaries counted during the recomputation, its time
-  added again): μ-TWO's recompute count (Capuchin's bookkeeping). This nests.
-* The recomputations before one node run one after the other: the recomputed tensors
-  accumulate, the temporaries of one are freed before the next, so the spike before node
-  ``h`` is ``after[h-1]`` (with the plan's savings) plus every tensor recomputed there
-  plus the largest transient.
+  there too, transiently, and freed when that point is done: it is recomputed once more
+  (μ-TWO's recompute count, Capuchin's bookkeeping). This nests through sources.
+* Everything recomputed before one node — the tensors first used there and, transitively,
+  their dead recomputed sources, each once — forms one recomputation point. Its spike is
+  ``after[h-1]`` (with the plan's savings) plus all of those tensors plus the largest
+  replay's intermediates: a bound the rewrite's real schedule never exceeds.
 
 The predicted peak is the maximum over ranks and spikes; it is exact for plans the
 rewrite can realise and what ``mutwo{budget=...}`` must keep within the budget.
@@ -78,19 +78,28 @@ class Evaluation:
     counts: tuple[int, ...]  # per candidate: recomputations (0 when kept)
 
 
-def _transient(p: Problem, i: int, rank: int, chosen: set[int], counts: list[int]) -> tuple[float, int]:
-    """(time, extra bytes) to recompute ``i`` before ``rank``, with dead recomputed sources inside."""
-    time = p.times[i]
-    peak_extra = p.temps[i]
-    held = 0  # dead sources recomputed so far, held until ``i`` is done
-    for j in p.srcs[i]:
-        if j in chosen and p.covers(j, rank):
-            counts[j] += 1
-            t, extra = _transient(p, j, rank, chosen, counts)
-            time += t
-            peak_extra = max(peak_extra, held + extra)
-            held += p.sizes[j]
-    return time, max(peak_extra, held + p.temps[i])
+def recompute_set(p: Problem, h: int, group: Iterable[int], chosen: set[int]) -> list[int]:
+    """What is recomputed just before node ``h``: ``group`` (the chosen candidates whose first
+    backward use is ``h``) and, transitively, their recomputed sources that are dead at ``h``
+    — each exactly once, however many of the group read it."""
+    order = sorted(group)
+    seen = set(order)
+    k = 0
+    while k < len(order):
+        for j in p.srcs[order[k]]:
+            if j not in seen and j in chosen and p.covers(j, h):
+                seen.add(j)
+                order.append(j)
+        k += 1
+    return order
+
+
+def spike_height(p: Problem, members: list[int]) -> int:
+    """Bytes a recomputation point adds above what it sits on: every tensor it recomputes
+    (the dead sources are held until the point is done) plus the largest replay's intermediates."""
+    if not members:
+        return 0
+    return sum(p.sizes[m] for m in members) + max(p.temps[m] for m in members)
 
 
 def evaluate(p: Problem, chosen: Iterable[int]) -> Evaluation:
@@ -116,18 +125,15 @@ def evaluate(p: Problem, chosen: Iterable[int]) -> Evaluation:
     peak_rank = int(np.argmax(live)) if n else -1
     peak = int(live[peak_rank]) if n else p.persistent
     spike_peak = False
-    for h, group in by_rank.items():
+    for h in sorted(by_rank):
+        members = recompute_set(p, h, by_rank[h], chosen)
+        for m in members:
+            counts[m] += 1
+            time += p.times[m]
         before = int(after[h - 1]) if h > 0 else p.persistent
-        held = 0
-        top = 0
-        for i in sorted(group):
-            counts[i] += 1
-            t, extra = _transient(p, i, h, chosen, counts)
-            time += t
-            top = max(top, held + p.sizes[i] + extra)
-            held += p.sizes[i]
-        if before + top > peak:
-            peak, peak_rank, spike_peak = before + top, h, True
+        top = before + spike_height(p, members)
+        if top > peak:
+            peak, peak_rank, spike_peak = top, h, True
     return Evaluation(peak, peak_rank, spike_peak, time, tuple(counts))
 
 

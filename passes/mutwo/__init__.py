@@ -1,0 +1,49 @@
+"""The ``mutwo`` pass: μ-TWO's greedy recomputation plan, written as the ``plan`` analysis.
+
+The algorithm lives in :mod:`acir.passes.mutwo.solver` as a pure function of a
+:class:`~acir.plan_problem.Problem`; this module only adapts it to the shared planner
+path (:func:`acir.planning.run_planner`), which builds the problem from the graph,
+resolves the budget, judges the answer with the common evaluator and writes the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from acir.ir import Module
+from acir.pass_manager import Pass, PassResult
+from acir.plan_problem import Problem
+
+__all__ = ["MuTwo"]
+
+
+def _solve(problem: Problem, budget_bytes: int):
+    from acir.planning import PlannerResult
+    from acir.passes.mutwo.solver import solve
+
+    s = solve(problem, budget_bytes)
+    return PlannerResult(chosen=s.chosen, feasible=s.feasible, srcs=s.srcs, recompute_times=s.recompute_times)
+
+
+@dataclass(frozen=True)
+class MuTwo(Pass):
+    """Choose activations to recompute with μ-TWO's greedy ratio rule until the peak fits the budget.
+
+    Candidates are taken by bytes freed per second of replay (Purandare et al., MLSys 2023,
+    Appendix A), among those whose idle window can lower the current simulated peak, with
+    Capuchin's bookkeeping of recompute sources and counts; it stops as soon as the
+    predicted peak is within ``budget``. Writes the ``plan`` analysis; the graph is not
+    changed. A budget it cannot reach is an error that states the lowest reachable peak.
+    """
+
+    name = "mutwo"
+    requires = ("profile", "liveness")
+    preserves = ("profile", "liveness")
+
+    budget: str = field(metadata={
+        "help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
+
+    def run(self, module: Module) -> PassResult:
+        from acir.planning import run_planner
+
+        return run_planner(module, self, self.budget, _solve)

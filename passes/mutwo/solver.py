@@ -1,0 +1,241 @@
+"""μ-TWO's greedy choice of activations to recompute, as a pure function of a :class:`Problem`.
+
+The algorithm is the recompute half of the memory optimiser in Purandare, Wasay, Jain and
+Idreos, "μ-TWO: 3× Faster Multi-Model Training with Orchestration and Memory
+Optimization", MLSys 2023 (Appendix A, Algorithms B–G), whose bookkeeping of recompute
+sources and counts comes from Capuchin (Peng et al., "Capuchin: Tensor-based GPU Memory
+Management for Deep Learning", ASPLOS 2020). No IR and no torch here: a plain
+:class:`~acir.plan_problem.Problem` comes in, candidate indices go out, as in PyTorch's
+``knapsack.py``; :mod:`acir.passes.mutwo` turns that into a pass.
+
+Every candidate carries the paper's quantities: ``memory_size`` (``sizes[i]``), its
+``recomp_srcs`` (``srcs[i]``: other candidates its replay reads; anything else it reads is
+always in memory), ``recomp_time`` (``times[i]``), a ``recomp_cnt`` that starts at 1, and
+
+    total_recomp_time = recomp_time × recomp_cnt,   recompute_ratio = memory_size / total_recomp_time
+
+— bytes freed per second of replay (a zero time is guarded by a tiny epsilon, so free
+replays come first). The loop is then:
+
+1. Simulate the plan; stop as soon as the predicted peak is within the budget.
+2. Take the candidate with the largest ratio *among those that can lower the current
+   peak* (below), and recompute it.
+3. Algorithm E: every already-chosen recomputation ``r`` that read the new choice ``c``
+   can no longer find it in memory, so it replays ``c`` inside itself:
+   ``srcs_r ← srcs_r − {c} ∪ srcs_c`` and ``recomp_time_r += recomp_time_c``; each such
+   ``r`` adds one to ``c``'s count ``cnt`` (which starts at 1, for ``c`` itself).
+4. Algorithm F: every remaining candidate ``d`` that reads ``c`` inherits ``c``'s sources
+   and time the same way — unless ``d``'s first backward use (where its replay would run)
+   lies outside ``c``'s idle window, where ``c`` is back in memory and a plain source
+   again. Every remaining ``d`` among ``c``'s sources would now be replayed ``cnt`` times
+   if it were recomputed too, so ``total_recomp_time_d = cnt × recomp_time_d``. Ratios
+   of everything touched are updated.
+
+The step-2 restriction is ours. The paper takes the global argmax of the ratio, and
+MUTWO.md lists "checking only one peak node" among the traps of published
+implementations: a tensor with a high ratio whose idle window misses the peak frees
+nothing where it matters, yet costs its replay, and the global loop would keep paying for
+such picks. So we only consider candidates that can lower the peak as it stands: at a
+plain rank ``r``, those whose window ``[lo, hi)`` covers ``r``; at a recomputation spike
+before node ``h``, those that cover ``h − 1`` (and so lower the memory the spike sits on)
+and are not themselves recomputed at ``h``. At a plain peak the filter loses nothing: a
+pick outside it cannot bring that peak down, so it only spares the budget test useless
+replays. At a spike it is a heuristic: a tensor it admits may be replayed inside the
+spike as a dead source and raise it, and one it excludes (recomputed at ``h`` itself)
+could in odd cases lower it. When no candidate passes the filter the loop stops, declares
+the budget infeasible and returns the prefix of its picks with the lowest peak.
+
+The stopping test is the shared evaluator's peak (:func:`acir.plan_problem.evaluate`),
+which all planners are judged by. Calling it every round would be quadratic, so
+:class:`_Memory` keeps the same numbers incrementally: the per-rank savings in numpy
+arrays (each pick subtracts its size over its window), and the recomputation spike of each
+rank where something is recomputed, redone only where the new pick can appear (its own
+first backward use, and those of chosen recomputations that read it, directly or through
+other dead sources). The final peak is checked against ``evaluate`` and the tests check
+it on every prefix. Candidates are indexed by source, so each round's bookkeeping touches
+only the candidates that read the pick, and eligibility is a vectorised window test.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+
+from acir.plan_problem import Evaluation, Problem, evaluate, recompute_set, spike_height
+
+__all__ = ["Solution", "solve"]
+
+_EPS = 1e-12  # seconds; keeps the ratio of a free replay finite (and largest)
+
+
+@dataclass(frozen=True)
+class Solution:
+    chosen: tuple[int, ...]                 # candidates to recompute, in pick order
+    evaluation: Evaluation                  # evaluate(problem, chosen)
+    feasible: bool                          # evaluation.peak <= budget
+    iterations: int                         # greedy rounds run (past ``chosen`` when infeasible)
+    counts: tuple[int, ...]                 # per candidate: μ-TWO's recomp_cnt when it stopped
+    recompute_times: tuple[float, ...]      # per candidate: recomp_time when it stopped
+    srcs: tuple[tuple[int, ...], ...]       # per candidate: recompute sources when it stopped
+
+
+class _Memory:
+    """The evaluator's peak, kept up to date as candidates are added one at a time."""
+
+    def __init__(self, p: Problem) -> None:
+        self.p = p
+        n = len(p.base_live)
+        self.n = n
+        self.live = np.asarray(p.base_live, dtype=np.int64).copy()
+        # before[h]: memory a recomputation spike before node h sits on (after[h-1]; persistent for h = 0)
+        self.before = np.concatenate(([p.persistent], np.asarray(p.base_after, dtype=np.int64)))
+        self.chosen: set[int] = set()
+        self.groups: dict[int, list[int]] = {}      # rank h -> chosen candidates recomputed before h, sorted
+        self.top = np.zeros(n + 1, dtype=np.int64)  # rank h -> the spike's height above after[h-1]
+        self.group_ranks = np.zeros(0, dtype=np.int64)  # the keys of ``groups``, sorted
+        self.readers: list[list[int]] = [[] for _ in range(p.n_candidates)]  # j -> candidates whose srcs hold j
+        for i, ss in enumerate(p.srcs):
+            for j in ss:
+                self.readers[j].append(i)
+
+    def _spike(self, h: int) -> int:
+        return spike_height(self.p, recompute_set(self.p, h, self.groups[h], self.chosen))
+
+    def add(self, c: int) -> None:
+        p = self.p
+        self.chosen.add(c)
+        lo, hi = p.lo[c], p.hi[c]
+        if lo < hi:
+            self.live[lo:hi] -= p.sizes[c]
+            self.before[lo + 1:hi + 1] -= p.sizes[c]
+        if hi not in self.groups:
+            self.group_ranks = np.sort(np.append(self.group_ranks, hi))
+        bisect.insort(self.groups.setdefault(hi, []), c)
+        # c can appear in the spikes of chosen recomputations that read it through chosen sources
+        ranks = {hi}
+        seen = {c}
+        todo = [c]
+        while todo:
+            for r in self.readers[todo.pop()]:
+                if r in self.chosen and r not in seen:
+                    seen.add(r)
+                    todo.append(r)
+                    if lo <= p.hi[r] < hi:
+                        ranks.add(p.hi[r])
+        for h in ranks:
+            self.top[h] = self._spike(h)
+
+    def peak(self) -> tuple[int, int, bool]:
+        """(peak, rank, is_spike), with the evaluator's peak value."""
+        if self.n == 0:
+            best, rank = self.p.persistent, -1
+        else:
+            rank = int(np.argmax(self.live))
+            best = int(self.live[rank])
+        hs = self.group_ranks
+        if hs.size:
+            spikes = self.before[hs] + self.top[hs]
+            k = int(np.argmax(spikes))
+            if int(spikes[k]) > best:
+                return int(spikes[k]), int(hs[k]), True
+        return best, rank, False
+
+
+class _Greedy:
+    """The state of μ-TWO's loop: the memory model plus the paper's per-candidate bookkeeping."""
+
+    def __init__(self, p: Problem) -> None:
+        k = p.n_candidates
+        self.p = p
+        self.mem = _Memory(p)
+        self.lo = np.asarray(p.lo, dtype=np.int64)
+        self.hi = np.asarray(p.hi, dtype=np.int64)
+        self.sizes = np.asarray(p.sizes, dtype=np.float64)
+        self.remaining = np.asarray(p.allowed, dtype=bool).copy()
+        self.chosen: list[int] = []
+        self.srcs: list[set[int]] = [set(s) for s in p.srcs]
+        self.readers: list[set[int]] = [set() for _ in range(k)]  # j -> candidates whose current srcs hold j
+        for i, ss in enumerate(self.srcs):
+            for j in ss:
+                self.readers[j].add(i)
+        self.time = [float(t) for t in p.times]
+        self.cnt = [1] * k
+        self.ratio = self.sizes / np.maximum(np.asarray(p.times, dtype=np.float64), _EPS)
+
+    def _rate(self, d: int) -> None:
+        self.ratio[d] = self.p.sizes[d] / max(self.cnt[d] * self.time[d], _EPS)
+
+    def _inherit(self, r: int, c: int) -> None:
+        """``srcs_r ← srcs_r − {c} ∪ srcs_c``, ``recomp_time_r += recomp_time_c``."""
+        self.srcs[r].discard(c)
+        self.readers[c].discard(r)
+        for s in self.srcs[c]:
+            if s not in self.srcs[r]:
+                self.srcs[r].add(s)
+                self.readers[s].add(r)
+        self.time[r] += self.time[c]
+
+    def pick(self, peak_rank: int, is_spike: bool) -> int | None:
+        """The best candidate that can lower the current peak, or None."""
+        if is_spike:  # lowers after[h-1] and is not recomputed at h
+            ok = (self.lo <= peak_rank - 1) & (self.hi > peak_rank)
+        else:
+            ok = (self.lo <= peak_rank) & (self.hi > peak_rank)
+        ok &= self.remaining
+        if not ok.any():
+            return None
+        return int(np.argmax(np.where(ok, self.ratio, -np.inf)))
+
+    def choose(self, c: int) -> None:
+        p = self.p
+        self.mem.add(c)
+        self.remaining[c] = False
+        self.chosen.append(c)
+        cnt = 1
+        for r in sorted(self.readers[c]):
+            if r in self.mem.chosen and r != c:  # Algorithm E
+                self._inherit(r, c)
+                cnt += 1
+            elif self.remaining[r] and p.lo[c] <= p.hi[r] < p.hi[c]:  # Algorithm F, c dead at r's replay
+                self._inherit(r, c)
+                self._rate(r)
+        self.cnt[c] = cnt
+        for d in self.srcs[c]:
+            if self.remaining[d]:
+                self.cnt[d] = cnt
+                self._rate(d)
+
+
+def _run(p: Problem, budget: int, max_picks: int | None) -> tuple[_Greedy, bool, int, int]:
+    """Run the loop; returns (state, feasible, rounds, picks at the lowest peak seen)."""
+    g = _Greedy(p)
+    best_peak, best_len = None, 0
+    rounds = 0
+    while True:
+        peak, rank, spike = g.mem.peak()
+        if best_peak is None or peak < best_peak:
+            best_peak, best_len = peak, len(g.chosen)
+        if peak <= budget:
+            return g, True, rounds, len(g.chosen)
+        if max_picks is not None and len(g.chosen) >= max_picks:
+            return g, False, rounds, best_len
+        c = g.pick(rank, spike)
+        if c is None:
+            return g, False, rounds, best_len
+        g.choose(c)
+        rounds += 1
+
+
+def solve(problem: Problem, budget: int) -> Solution:
+    """μ-TWO's recomputation plan for ``problem`` within ``budget`` bytes (see the module docstring)."""
+    g, feasible, rounds, best_len = _run(problem, budget, None)
+    if not feasible and best_len < len(g.chosen):
+        g, _, _, _ = _run(problem, budget, best_len)  # replay up to the lowest-peak state
+    chosen = tuple(g.chosen)
+    ev = evaluate(problem, chosen)
+    assert ev.peak == g.mem.peak()[0], "incremental peak disagrees with evaluate()"
+    return Solution(chosen=chosen, evaluation=ev, feasible=feasible and ev.peak <= budget, iterations=rounds,
+                    counts=tuple(g.cnt), recompute_times=tuple(g.time),
+                    srcs=tuple(tuple(sorted(s)) for s in g.srcs))
