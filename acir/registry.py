@@ -17,9 +17,15 @@ from acir.pipeline import PassSpec, parse_pipeline
 
 #: Pipeline name -> "module:Class".
 PASSES: dict[str, str] = {
+    "chen-sqrt": "acir.passes.chen_sqrt:ChenSqrt",
     "dce": "acir.passes.dce:DeadCodeElimination",
+    "interleave-optimizer": "acir.passes.interleave_optimizer:InterleaveOptimizer",
+    "keep-all": "acir.passes.keep_all:KeepAll",
     "liveness": "acir.passes.liveness:Liveness",
+    "mutwo": "acir.passes.mutwo:MuTwo",
+    "optimal": "acir.passes.optimal:Optimal",
     "profile": "acir.passes.profile:Profile",
+    "recompute-all": "acir.passes.recompute_all:RecomputeAll",
 }
 
 

@@ -1,0 +1,70 @@
+"""The ``optimal`` pass: the least-recompute plan within the budget, by MILP, as the yardstick.
+
+The heuristics are judged against it: on the same :class:`~acir.plan_problem.Problem`
+and under the same evaluator, it finds the plan with the least added recompute time whose
+predicted peak fits the budget (:mod:`acir.passes.optimal.solver`), and records how far
+from proven optimal it is (``optimality_gap`` in the plan block). It starts from the
+heuristics' own plans — μ-TWO's, recompute-all's and chen-sqrt's, where they fit — so it
+is never worse than any of them, even when the time limit stops it early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from acir.ir import Module
+from acir.pass_manager import Pass, PassResult
+from acir.plan_problem import Problem, evaluate
+
+__all__ = ["Optimal", "warm_starts"]
+
+
+def warm_starts(problem: Problem, budget: int) -> list[tuple[int, ...]]:
+    """The heuristics' plans that fit ``budget``: μ-TWO (when installed), recompute-all, chen-sqrt."""
+    from acir.passes.chen_sqrt import chen_sqrt
+    from acir.passes.recompute_all import recompute_all
+
+    plans: list[tuple[int, ...]] = []
+    try:
+        from acir.passes.mutwo.solver import solve as mutwo
+    except ImportError:
+        mutwo = None
+    if mutwo is not None:
+        s = mutwo(problem, budget)
+        if s.feasible:
+            plans.append(tuple(s.chosen))
+    for plan in (recompute_all(problem), chen_sqrt(problem)):
+        if evaluate(problem, plan).peak <= budget:
+            plans.append(plan)
+    return plans
+
+
+@dataclass(frozen=True)
+class Optimal(Pass):
+    """Choose the activations to recompute that fit the budget at the least recompute time (MILP, HiGHS).
+
+    Solves the mixed-integer program of :mod:`acir.passes.optimal.solver` on the shared
+    planning problem, warm-started from the μ-TWO, recompute-all and chen-sqrt plans, and
+    checks its answer with the common evaluator. Writes the ``plan`` analysis with the
+    remaining optimality gap (0 when proven optimal); the graph is not changed. A budget
+    no plan can reach is an error that states the lowest reachable peak.
+    """
+
+    name = "optimal"
+    requires = ("profile", "liveness")
+    preserves = ("profile", "liveness")
+
+    budget: str = field(metadata={"help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
+    time_limit: float = field(default=30.0, metadata={"help": "seconds for the solver; the best plan so far is kept"})
+
+    def run(self, module: Module) -> PassResult:
+        from acir.planning import run_planner
+
+        return run_planner(module, self, self.budget, self._solve)
+
+    def _solve(self, problem: Problem, budget: int):
+        from acir.passes.optimal.solver import solve
+        from acir.planning import PlannerResult
+
+        s = solve(problem, budget, warm_starts(problem, budget), time_limit_s=self.time_limit)
+        return PlannerResult(s.chosen, s.feasible, srcs=None, recompute_times=None, optimality_gap=s.mip_gap)
