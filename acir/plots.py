@@ -53,12 +53,22 @@ def bucket_ranks(totals: list[int], max_points: int = MAX_POINTS) -> list[int]:
 
 
 def _boundaries(module: Module) -> list[tuple[float, str]]:
-    """Where the backward and the optimizer begin, as x positions between ranks."""
-    out, seen = [], set()
-    for r, n in enumerate(module.graph.nodes):
-        if n.region is not Region.FORWARD and n.region not in seen:
-            seen.add(n.region)
-            out.append((r - 0.5, n.region.name.lower()))
+    """Where the backward and the optimizer begin, as x positions between ranks.
+
+    When the optimizer is interleaved into the backward (``interleave-optimizer``), there is
+    one boundary, labelled so, rather than two lines on top of each other.
+    """
+    regions = [n.region for n in module.graph.nodes]
+    if Region.BACKWARD not in regions:
+        return []
+    start = regions.index(Region.BACKWARD)
+    last_bw = len(regions) - 1 - regions[::-1].index(Region.BACKWARD)
+    first_opt = regions.index(Region.OPTIMIZER) if Region.OPTIMIZER in regions else None
+    if first_opt is not None and first_opt < last_bw:
+        return [(start - 0.5, "backward + optimizer (interleaved)")]
+    out = [(start - 0.5, "backward")]
+    if first_opt is not None:
+        out.append((first_opt - 0.5, "optimizer"))
     return out
 
 
