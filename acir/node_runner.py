@@ -10,6 +10,7 @@ device is synchronised around each node so that a node's time is its own.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -62,7 +63,7 @@ class NodeRunner:
             if on_node is None:
                 out = op(*args, **kwargs)
             else:
-                out = on_node(rank, lambda: op(*args, **kwargs))
+                out = on_node(rank, functools.partial(op, *args, **kwargs))
             del args, kwargs
             _bind(n.outputs, out, env)
             del out

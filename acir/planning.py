@@ -12,7 +12,7 @@ below what recomputation can reach is one error that states the smallest reachab
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from acir.ir import Module
@@ -73,3 +73,28 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
         no_ac_peak_bytes=p.no_ac_peak, floor_bytes=floor, tensors=tensors, optimality_gap=result.optimality_gap)
     return PassResult(False, {"recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
                               "predicted_recompute_s": round(ev.recompute_s, 6), "solve_s": round(solve_s, 4)})
+
+
+@dataclass(frozen=True)
+class FixedPlanner(Pass):
+    """Base of the baselines whose plan does not depend on the budget (it is only recorded).
+
+    A subclass sets ``name`` and a docstring and implements :meth:`choose`; the budget, when
+    given, is resolved and recorded like every planner's, so the plan block says whether the
+    baseline meets it.
+    """
+
+    requires = ("profile", "liveness")
+    preserves = ("profile", "liveness")
+
+    budget: str = field(default="", metadata={"help": "a budget to record (3GiB, 60%); not used to plan"})
+
+    def choose(self, problem: Problem) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def run(self, module: Module) -> PassResult:
+        return run_planner(module, self, self.budget, self._solve, require_budget=False)
+
+    def _solve(self, problem: Problem, budget: int) -> PlannerResult:
+        chosen = self.choose(problem)
+        return PlannerResult(chosen, evaluate(problem, chosen).peak <= budget)

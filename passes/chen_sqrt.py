@@ -18,11 +18,10 @@ candidate of each segment is kept, the rest are recomputed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from acir.ir import Module
-from acir.pass_manager import Pass, PassResult
-from acir.plan_problem import Problem, evaluate
+from acir.planning import FixedPlanner
+from acir.plan_problem import Problem
 
 __all__ = ["ChenSqrt", "chen_sqrt"]
 
@@ -45,7 +44,7 @@ def chen_sqrt(problem: Problem) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class ChenSqrt(Pass):
+class ChenSqrt(FixedPlanner):
     """Recompute all but √k evenly spaced activations (Chen et al. 2016), a baseline plan.
 
     Orders the recomputable activations by forward position, cuts them into about √k
@@ -55,19 +54,6 @@ class ChenSqrt(Pass):
     """
 
     name = "chen-sqrt"
-    requires = ("profile", "liveness")
-    preserves = ("profile", "liveness")
 
-    budget: str = field(default="", metadata={"help": "a budget to record (3GiB, 60%); not used to plan"})
-
-    def run(self, module: Module) -> PassResult:
-        from acir.planning import run_planner
-
-        return run_planner(module, self, self.budget, _solve, require_budget=False)
-
-
-def _solve(problem: Problem, budget: int):
-    from acir.planning import PlannerResult
-
-    chosen = chen_sqrt(problem)
-    return PlannerResult(chosen, evaluate(problem, chosen).peak <= budget, srcs=None, recompute_times=None)
+    def choose(self, problem: Problem) -> tuple[int, ...]:
+        return chen_sqrt(problem)

@@ -8,11 +8,10 @@ recomputations, which the evaluator counts) and the added time the largest. Writ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from acir.ir import Module
-from acir.pass_manager import Pass, PassResult
-from acir.plan_problem import Problem, evaluate
+from acir.planning import FixedPlanner
+from acir.plan_problem import Problem
 
 __all__ = ["RecomputeAll", "recompute_all"]
 
@@ -23,7 +22,7 @@ def recompute_all(problem: Problem) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class RecomputeAll(Pass):
+class RecomputeAll(FixedPlanner):
     """Recompute every activation that may be recomputed, a baseline plan.
 
     Writes the ``plan`` analysis with every allowed activation recomputed (the others
@@ -32,19 +31,6 @@ class RecomputeAll(Pass):
     """
 
     name = "recompute-all"
-    requires = ("profile", "liveness")
-    preserves = ("profile", "liveness")
 
-    budget: str = field(default="", metadata={"help": "a budget to record (3GiB, 60%); not used to plan"})
-
-    def run(self, module: Module) -> PassResult:
-        from acir.planning import run_planner
-
-        return run_planner(module, self, self.budget, _solve, require_budget=False)
-
-
-def _solve(problem: Problem, budget: int):
-    from acir.planning import PlannerResult
-
-    chosen = recompute_all(problem)
-    return PlannerResult(chosen, evaluate(problem, chosen).peak <= budget, srcs=None, recompute_times=None)
+    def choose(self, problem: Problem) -> tuple[int, ...]:
+        return recompute_all(problem)
