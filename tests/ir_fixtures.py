@@ -178,34 +178,31 @@ def small_module() -> Module:
     return Module(header, b.graph)
 
 
-def big_module(layers: int = 3000) -> Module:
-    """A deep conv/relu chain with its backward and SGD step: 5 nodes per layer.
-
-    ``big_module(3000)`` has 15k nodes, about a resnet152 training step; for speed tests.
-    """
-    F, B, O = Region.FORWARD, Region.BACKWARD, Region.OPTIMIZER
-    b = GraphBuilder("cuda:0")
+def conv_chain(layers: int, hw: int, device: str, model: str) -> Module:
+    """conv -> relu, ``layers`` times, a sum loss, the backward and an SGD step: 5 nodes per layer."""
+    B, O = Region.BACKWARD, Region.OPTIMIZER
+    b = GraphBuilder(device)
     ws = [b.input(f"layers.{i}.conv.weight", InputKind.PARAMETER, (16, 16, 3, 3)) for i in range(layers)]
-    x = b.input("batch[0]", InputKind.BATCH, (2, 16, 8, 8))
+    x = b.input("batch[0]", InputKind.BATCH, (2, 16, hw, hw))
     acts = [x]
     for i, w in enumerate(ws):
-        y = b.new((2, 16, 8, 8))
+        y = b.new((2, 16, hw, hw))
         b.node("aten.convolution.default", [acts[-1], w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1],
                y, module=f"layers.{i}.conv")
-        r = b.new((2, 16, 8, 8))
+        r = b.new((2, 16, hw, hw))
         b.node("aten.relu.default", [y], r, module=f"layers.{i}.act")
         acts.append(r)
     loss = b.new(())
     b.node("aten.sum.default", [acts[-1]], loss, kwargs={"dtype": DType("float32")})
     seed = b.new((), role=Role.GRAD)
     b.node("aten.ones_like.default", [loss], seed, B, kwargs={"memory_format": MemoryFormat("preserve_format")})
-    g = b.new((2, 16, 8, 8), role=Role.GRAD)
-    b.node("aten.expand.default", [seed, [2, 16, 8, 8]], g, B)
+    g = b.new((2, 16, hw, hw), role=Role.GRAD)
+    b.node("aten.expand.default", [seed, [2, 16, hw, hw]], g, B)
     grads = []
     for i in range(layers - 1, -1, -1):
-        gy = b.new((2, 16, 8, 8), role=Role.GRAD)
+        gy = b.new((2, 16, hw, hw), role=Role.GRAD)
         b.node("aten.threshold_backward.default", [g, acts[i + 1], 0], gy, B, module=f"layers.{i}.act")
-        gx, gw = b.new((2, 16, 8, 8), role=Role.GRAD), b.new((16, 16, 3, 3), role=Role.GRAD)
+        gx, gw = b.new((2, 16, hw, hw), role=Role.GRAD), b.new((16, 16, 3, 3), role=Role.GRAD)
         b.node("aten.convolution_backward.default",
                [gy, acts[i], ws[i], [0], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, False]],
                [gx, gw, None], B, module=f"layers.{i}.conv")
@@ -214,4 +211,10 @@ def big_module(layers: int = 3000) -> Module:
     for i, gw in zip(range(layers - 1, -1, -1), grads):
         b.node("aten.add_.Tensor", [ws[i], gw], b.alias(ws[i]), O, kwargs={"alpha": -0.01})
     b.output(loss)
-    return Module(Header(producer="acir 0.1.0", provenance=Provenance(model="chain", batch_size=2)), b.graph)
+    return Module(Header(producer="acir 0.1.0", provenance=Provenance(model=model, batch_size=2)), b.graph)
+
+
+def big_module(layers: int = 3000) -> Module:
+    """A deep conv/relu chain with its backward and SGD step; ``big_module(3000)`` has 15k nodes,
+    about a resnet152 training step: for speed tests."""
+    return conv_chain(layers, 8, "cuda:0", "chain")

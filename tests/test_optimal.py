@@ -17,11 +17,11 @@ import pathlib
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ir_fixtures import GraphBuilder
+from ir_fixtures import conv_chain
 
 from acir import analyses
 from acir.errors import PassFailed
-from acir.ir import DType, Header, InputKind, MemoryFormat, Module, Provenance, Region, Role
+from acir.ir import Module
 from acir.pass_manager import PassManager
 from acir.passes.chen_sqrt import chen_sqrt
 from acir.passes.optimal import warm_starts
@@ -249,44 +249,12 @@ def test_large_problem_within_the_time_limit():
 
 
 def chain_module(layers: int = 4, hw: int = 16) -> Module:
-    """conv -> relu, ``layers`` times, a sum loss, the backward and an SGD step (cf. ``big_module``).
+    """conv -> relu, ``layers`` times, a sum loss, the backward and an SGD step, with a made-up profile.
 
     Activations (2x16x16x16 floats, 32 KiB) outweigh the weights (9 KiB), so recomputation
     can lower the peak, which is in the backward's first node.
     """
-    B, O = Region.BACKWARD, Region.OPTIMIZER
-    b = GraphBuilder("cpu")
-    ws = [b.input(f"layers.{i}.conv.weight", InputKind.PARAMETER, (16, 16, 3, 3)) for i in range(layers)]
-    x = b.input("batch[0]", InputKind.BATCH, (2, 16, hw, hw))
-    acts = [x]
-    for i, w in enumerate(ws):
-        y = b.new((2, 16, hw, hw))
-        b.node("aten.convolution.default", [acts[-1], w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1], y,
-               module=f"layers.{i}.conv")
-        r = b.new((2, 16, hw, hw))
-        b.node("aten.relu.default", [y], r, module=f"layers.{i}.act")
-        acts.append(r)
-    loss = b.new(())
-    b.node("aten.sum.default", [acts[-1]], loss, kwargs={"dtype": DType("float32")})
-    seed = b.new((), role=Role.GRAD)
-    b.node("aten.ones_like.default", [loss], seed, B, kwargs={"memory_format": MemoryFormat("preserve_format")})
-    g = b.new((2, 16, hw, hw), role=Role.GRAD)
-    b.node("aten.expand.default", [seed, [2, 16, hw, hw]], g, B)
-    grads = []
-    for i in range(layers - 1, -1, -1):
-        gy = b.new((2, 16, hw, hw), role=Role.GRAD)
-        b.node("aten.threshold_backward.default", [g, acts[i + 1], 0], gy, B, module=f"layers.{i}.act")
-        gx, gw = b.new((2, 16, hw, hw), role=Role.GRAD), b.new((16, 16, 3, 3), role=Role.GRAD)
-        b.node("aten.convolution_backward.default",
-               [gy, acts[i], ws[i], [0], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, False]],
-               [gx, gw, None], B, module=f"layers.{i}.conv")
-        grads.append(gw)
-        g = gx
-    for i, gw in zip(range(layers - 1, -1, -1), grads):
-        b.node("aten.add_.Tensor", [ws[i], gw], b.alias(ws[i]), O, kwargs={"alpha": -0.01})
-    b.output(loss)
-    m = Module(Header(producer="acir 0.1.0", provenance=Provenance(model="tests/test_optimal.py:chain", batch_size=2)),
-               b.graph)
+    m = conv_chain(layers, hw, "cpu", "tests/test_optimal.py:chain")
     # a made-up profile: node k (by rank) takes (k + 1) ms
     nodes = [analyses.NodeProfile(n.id, 0.001 * (k + 1), 0, 0, 0, 0) for k, n in enumerate(m.graph.nodes)]
     m.analyses["profile"] = analyses.Profile(
