@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import USER_MODEL, cli
+from conftest import cli
 
 
 def _check(module):
