@@ -32,6 +32,16 @@ class PlannerResult:
 SolveFn = Callable[[Problem, int], PlannerResult]
 
 
+def lowest_reachable_peak(p: Problem) -> int:
+    """The lowest predicted peak known to be reachable: the no-AC peak, recompute-all's, and
+    where μ-TWO's greedy stops when asked for nothing (recompute-all is not always lowest:
+    its cascades of recomputations can spike above the no-AC peak)."""
+    from acir.passes.mutwo.solver import solve
+
+    probe = solve(p, 0, refine=False)
+    return min(p.no_ac_peak, recomputable_floor(p), probe.evaluation.peak)
+
+
 def resolve_budget(text: str, problem: Problem) -> int:
     from acir.budget import parse_budget
 
@@ -51,7 +61,7 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
     if not budget_text and require_budget:
         raise PassFailed(f"{pass_.name} needs a budget, e.g. {pass_.name}{{budget=60%}} or {pass_.name}{{budget=3GiB}}")
     budget = resolve_budget(budget_text, p) if budget_text else None
-    floor = min(recomputable_floor(p), p.no_ac_peak)
+    floor = lowest_reachable_peak(p)
     t0 = time.perf_counter()
     result = solve(p, budget if budget is not None else p.no_ac_peak)
     solve_s = time.perf_counter() - t0

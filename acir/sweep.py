@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from acir.plan_problem import Problem, evaluate, recomputable_floor
+from acir.plan_problem import Problem, evaluate
 
 BUDGETED = ("mutwo", "optimal")
 BASELINES = ("keep-all", "recompute-all", "chen-sqrt")
@@ -58,8 +58,10 @@ def _budgeted(name: str, p: Problem, budget: int, time_limit_s: float) -> tuple[
 
 
 def budgets(p: Problem, points: int) -> list[int]:
-    """``points`` budgets evenly from the recompute-all floor to the no-AC peak (both included)."""
-    lo, hi = min(recomputable_floor(p), p.no_ac_peak), p.no_ac_peak
+    """``points`` budgets evenly from the lowest reachable peak to the no-AC peak (both included)."""
+    from acir.planning import lowest_reachable_peak
+
+    lo, hi = lowest_reachable_peak(p), p.no_ac_peak
     if points < 2 or lo >= hi:
         return [hi]
     return [round(lo + (hi - lo) * k / (points - 1)) for k in range(points)]
