@@ -322,6 +322,6 @@ def test_optimal_is_never_worse_than_mutwo_on_the_chain():
 
 def test_floor_is_the_lowest_known_reachable_peak():
     """recompute-all spikes back to the no-AC peak on the chain; the plan's floor is what μ-TWO reaches."""
-    m = plan_with("optimal{budget=220000}")
+    m = plan_with("liveness,optimal{budget=220000}")
     plan = m.analyses["plan"]
     assert plan.floor_bytes <= plan.predicted_peak_bytes < plan.no_ac_peak_bytes
