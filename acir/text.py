@@ -51,7 +51,7 @@ from acir.ir import (
 )
 from acir.text_parse import Bad, expect, expect_end, read_call, read_int, read_ints, read_string, read_word
 
-__all__ = ["LAYOUTS", "MEMORY_FORMATS", "contiguous_strides", "format_bytes", "parse_module", "print_module"]
+__all__ = ["contiguous_strides", "format_bytes", "parse_module", "print_module"]
 
 _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16",
           "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8",

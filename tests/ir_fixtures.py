@@ -14,14 +14,7 @@ from acir.ir import (
     DTYPE_SIZE, INPUT_ROLE, Arg, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
     MemoryFormat, Module, Node, Provenance, Region, Role, Storage, Value, ValueRef,
 )
-
-
-def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, acc = [1] * len(shape), 1
-    for i in range(len(shape) - 1, -1, -1):
-        out[i] = acc
-        acc *= max(shape[i], 1)
-    return tuple(out)
+from acir.text import contiguous_strides
 
 
 class GraphBuilder:
@@ -42,7 +35,7 @@ class GraphBuilder:
         numel = 1
         for d in shape:
             numel *= d
-        strides = _contiguous(shape) if strides is None else tuple(strides)
+        strides = contiguous_strides(shape) if strides is None else tuple(strides)
         self.graph.values[vid] = Value(vid, shape, dtype, strides, storage, offset,
                                        numel * DTYPE_SIZE[dtype], role)
         return ValueRef(vid)
