@@ -14,7 +14,11 @@ What may not be replayed, and why (the reason is recorded in the plan):
   running statistics, which a replay leaves alone by passing none, and other than
   in-place ops on the tensor being rebuilt, which a replay runs in their functional form):
   a replay would apply the update twice;
-* an in-place op with no functional variant;
+* an in-place op with no functional variant, or one that writes anything but the tensor
+  being rebuilt (a replay runs on fresh copies only);
+* a replay that would read a tensor after it has been updated in place: a source or a
+  parameter that a later node (another in-place op, or the optimizer's update interleaved
+  into the backward) writes before the recomputation point;
 * the step's output (it must stay to the end), and an activation with no idle window.
 
 The run time of a replay is the sum of the profiled times of the nodes it replays.
@@ -22,11 +26,12 @@ The run time of a replay is the sum of the profiled times of the nodes it replay
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from acir.errors import PreconditionError
-from acir.ir import Module, Region
-from acir.ops import functional_variant, is_random, mutated_args
+from acir.ir import Module, Region, arg_refs
+from acir.ops import functional_variant, is_random, mutated_args, written_args
 from acir.plan_problem import Problem
 
 #: Batch-norm overloads whose running statistics a replay can leave out (pass None).
@@ -90,6 +95,7 @@ def build(module: Module) -> Candidates:
                 w = writers.setdefault(sid, [])
                 if not w or w[-1] != r:
                     w.append(r)
+    mutations = _mutation_ranks(module)
     acts = [life.storage for life in liveness.storages if life.activation]
     index = {sid: k for k, sid in enumerate(acts)}
 
@@ -109,6 +115,9 @@ def build(module: Module) -> Candidates:
                 chain.add(r)
                 node = nodes[r]
                 reason = reason or _node_reason(node.op, writes_ok=True)
+                reason = reason or _writes_elsewhere(node, t, storage_of)
+                reason = reason or _stale_read(node, r, life.first_bw_use, t, index, input_storages,
+                                               storage_of, mutations, nodes)
                 for vid in node.output_ids():
                     o = storage_of[vid]
                     if o != sid and o not in seen and o not in index:
@@ -140,3 +149,70 @@ def build(module: Module) -> Candidates:
     problem = Problem(tuple(timeline.live), tuple(timeline.after), timeline.persistent_bytes, tuple(sizes),
                       tuple(lo), tuple(hi), tuple(times), tuple(temps), tuple(srcs), tuple(allowed))
     return Candidates(problem, tuple(acts), tuple(reasons), tuple(chains))
+
+
+def _mutation_ranks(module: Module) -> dict[int, list[int]]:
+    """Storage id -> ranks of the nodes that write into it in place (ascending)."""
+    g = module.graph
+    out: dict[int, list[int]] = {}
+    for r, node in enumerate(g.nodes):
+        if not mutated_args(node.op):
+            continue
+        written = written_args(node.op, node.args, node.kwargs) or {}
+        for name, arg in written.items():
+            if name in BATCH_NORMS.get(node.op, ()):
+                continue
+            for vid in arg_refs(arg):
+                ranks = out.setdefault(g.values[vid].storage, [])
+                if not ranks or ranks[-1] != r:
+                    ranks.append(r)
+    return out
+
+
+def _writes_elsewhere(node, rebuilt: int, storage_of: dict[int, int]) -> str:
+    """A replay may write only into the storage it is rebuilding (batch-norm statistics aside)."""
+    written = written_args(node.op, node.args, node.kwargs)
+    if written is None:
+        return f"unknown op ({node.op})"
+    for name, arg in written.items():
+        if name in BATCH_NORMS.get(node.op, ()):
+            continue
+        if any(storage_of[v] != rebuilt for v in arg_refs(arg)):
+            return f"writes a tensor other than the one it makes ({node.op} at {node.name})"
+    return ""
+
+
+def _stale_read(node, rank: int, until: int, rebuilt: int, index: dict[int, int], input_storages: set[int],
+                storage_of: dict[int, int], mutations: dict[int, list[int]], nodes) -> str:
+    """Does ``node`` (replayed before rank ``until``) read a source or graph input that is
+    updated in place after it ran in the forward, so that a replay would see new data?"""
+    skip = set(BATCH_NORMS.get(node.op, ()))
+    refs: list[int] = []
+    if skip:
+        names = [a.name for a in _schema_args(node.op)]
+        for i, a in enumerate(node.args):
+            if i >= len(names) or names[i] not in skip:
+                refs.extend(arg_refs(a))
+        for k, a in node.kwargs.items():
+            if k not in skip:
+                refs.extend(arg_refs(a))
+    else:
+        refs = node.input_ids()
+    for vid in refs:
+        d = storage_of[vid]
+        if d == rebuilt or (d not in index and d not in input_storages):
+            continue  # rebuilt by the replay itself (it replays every forward writer in order)
+        ranks = mutations.get(d)
+        if not ranks:
+            continue
+        k = bisect.bisect_right(ranks, rank)
+        if k < len(ranks) and ranks[k] < until:
+            w = nodes[ranks[k]]
+            return f"reads a tensor that {w.name} ({w.op}) updates in place before the recomputation"
+    return ""
+
+
+def _schema_args(op: str):
+    from acir.ops import resolve_op
+
+    return resolve_op(op)._schema.arguments

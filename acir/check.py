@@ -28,6 +28,7 @@ class CheckReport:
     loss_eager: float
     loss_acir: float
     worst: list[Difference] = field(default_factory=list)
+    reference: str = "eager"
 
     @property
     def ok(self) -> bool:
@@ -35,10 +36,10 @@ class CheckReport:
 
     def summary(self, limit: int = 5) -> str:
         if self.ok:
-            return (f"check: OK, bit-identical to eager ({self.compared} tensors: loss, parameters, buffers, "
+            return (f"check: OK, bit-identical to {self.reference} ({self.compared} tensors: loss, parameters, buffers, "
                     f"optimizer state; loss {self.loss_acir:.6g})")
         lines = [f"check: MISMATCH, max abs diff {self.max_abs_diff:.3g} over {self.compared} tensors "
-                 f"(loss eager {self.loss_eager:.9g} vs acir {self.loss_acir:.9g}); worst:"]
+                 f"(loss {self.reference} {self.loss_eager:.9g} vs acir {self.loss_acir:.9g}); worst:"]
         for d in self.worst[:limit]:
             lines.append(f"  {d.what}: max abs diff {d.max_abs_diff:.3g}, {d.mismatched}/{d.numel} elements differ")
         return "\n".join(lines)
@@ -80,11 +81,14 @@ def compare_states(model_a, opt_a, model_b, opt_b) -> list[Difference]:
 
 
 def check_against_eager(make: Callable[[], tuple[Any, Any, Any, Any]], run_acir: Callable[[Any, Any, Any], Any],
-                        step_seed: int) -> CheckReport:
-    """Run one eager step and one acir step from identical fresh states and compare.
+                        step_seed: int, reference: Callable[[Any, Any, Any], Any] | None = None,
+                        reference_name: str = "eager") -> CheckReport:
+    """Run one reference step and one acir step from identical fresh states and compare.
 
     ``make()`` returns a fresh ``(model, optimizer, loss_fn, batch)`` built from the same
     seed each call; ``run_acir(model, optimizer, batch)`` runs the captured step on it.
+    The reference is eager PyTorch unless ``reference(model, optimizer, batch)`` is given
+    (e.g. the graph before a rewrite), named ``reference_name`` in the report.
     """
     import torch
 
@@ -92,11 +96,14 @@ def check_against_eager(make: Callable[[], tuple[Any, Any, Any, Any]], run_acir:
 
     model_a, opt_a, loss_fn, batch_a = make()
     torch.manual_seed(step_seed)
-    loss_a = eager_step(model_a, opt_a, loss_fn, batch_a)
+    if reference is None:
+        loss_a = eager_step(model_a, opt_a, loss_fn, batch_a)
+    else:
+        loss_a = reference(model_a, opt_a, batch_a)
     model_b, opt_b, _, batch_b = make()
     torch.manual_seed(step_seed)
     loss_b = run_acir(model_b, opt_b, batch_b)
     diffs = [_diff("loss", loss_a, loss_b)] + compare_states(model_a, opt_a, model_b, opt_b)
     worst = sorted((d for d in diffs if d.mismatched), key=lambda d: -d.max_abs_diff)
     return CheckReport(max((d.max_abs_diff for d in diffs), default=0.0), len(diffs),
-                       float(loss_a), float(loss_b), worst)
+                       float(loss_a), float(loss_b), worst, reference_name)

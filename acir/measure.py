@@ -132,3 +132,24 @@ def measure(step: Callable[[], Any], persistent_fn: Callable[[], Iterable], iter
     times = measure_latency(step, iters, warmup, device)
     peak = measure_peak(step, persistent_fn(), device)
     return Measurement(peak, statistics.median(times), tuple(times), device, malloc_setting())
+
+
+def measure_interleaved(steps: dict[str, Callable[[], Any]], iters: int = 5, warmup: int = 1,
+                        device: str = "cpu") -> dict[str, list[float]]:
+    """Wall times of several steps run round-robin, one iteration each in turn, so that a
+    drift of the machine (other load, heap growth, clocks) falls on all of them alike."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(iters):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return times

@@ -70,6 +70,26 @@ def mutated_args(op_name: str) -> tuple[str, ...] | None:
     return tuple(a.name for a in op._schema.arguments if a.alias_info is not None and a.alias_info.is_write)
 
 
+def written_args(op_name: str, args: list, kwargs: dict) -> dict[str, Any]:
+    """The IR arguments an op call writes to, by schema name (``{}`` when it writes none).
+
+    ``None`` for an op torch does not know: the caller must treat it as writing anything."""
+    names = mutated_args(op_name)
+    if names is None:
+        return None  # type: ignore[return-value]
+    if not names:
+        return {}
+    schema = resolve_op(op_name)._schema
+    out: dict[str, Any] = {}
+    for i, a in enumerate(schema.arguments):
+        if a.name in names:
+            if i < len(args) and not a.kwarg_only:
+                out[a.name] = args[i]
+            elif a.name in kwargs:
+                out[a.name] = kwargs[a.name]
+    return out
+
+
 def functional_variant(op_name: str) -> str | None:
     """``aten.relu_.default`` -> ``aten.relu.default`` when that overload exists, else None."""
     parts = op_name.split(".")

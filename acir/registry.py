@@ -26,6 +26,7 @@ PASSES: dict[str, str] = {
     "optimal": "acir.passes.optimal:Optimal",
     "profile": "acir.passes.profile:Profile",
     "recompute-all": "acir.passes.recompute_all:RecomputeAll",
+    "rewrite": "acir.passes.rewrite:Rewrite",
 }
 
 

@@ -13,6 +13,14 @@ examples:
   acir-run r18.acir --check                # bit-identical to eager PyTorch from the same start?
   acir-run r18.acir --measure --iters 10   # peak memory and median latency
   acir-capture mlp | acir-opt | acir-run --check --measure --json
+  acir-opt r18.p.acir -p 'mutwo{budget=60%},rewrite' -o r18.ac.acir
+  acir-run r18.ac.acir --check --measure --against r18.p.acir   # AC vs no AC, one process
+
+After a rewrite, --measure prints the measured peak beside the plan's budget and predicted
+peak and the simulated peak of the rewritten graph. --against OTHER runs OTHER (the same
+workload before the rewrite, say) in the same process: --check then compares the two
+graphs' updates bit for bit instead of comparing with eager PyTorch, and --measure times
+both, one iteration each in turn, and reports the peak and latency change.
 
 The model, batch and optimizer are rebuilt from the artifact's provenance (same seed).
 Peak memory on CPU: live tensor storages tracked at the dispatcher, each storage once,
@@ -30,6 +38,9 @@ def _parser():
     p.add_argument("--measure", action="store_true", help="measure peak memory and median iteration latency")
     p.add_argument("--iters", type=int, default=5, help="timed iterations for --measure (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up iterations for --measure (default 1)")
+    p.add_argument("--against", metavar="OTHER",
+                   help="another artifact of the same workload (e.g. before the rewrite): --check compares with it, "
+                        "--measure measures both, interleaved")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--model", help="rebuild from this model spec instead of the recorded one (e.g. a moved file.py:make)")
     p.add_argument("--seed", type=int, default=1234, help="RNG seed set right before each checked step (default 1234)")
@@ -59,8 +70,15 @@ def _body(args) -> int:
     if prov.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("the artifact was captured for CUDA, but torch sees no CUDA device here")
     gm = lower(module)
+    other = other_gm = None
+    if args.against:
+        other = read_path(args.against)
+        verify(other)
+        _same_workload(module, other, args.against)
+        other_gm = lower(other)
     result: dict = {"model": prov.model, "batch_size": prov.batch_size, "nodes": len(module.graph.nodes),
                     "device": prov.device, "pipeline": list(module.header.pipeline)}
+    result.update(_predictions(module))
     status = 0
     if args.check:
         from acir.check import check_against_eager
@@ -71,14 +89,18 @@ def _body(args) -> int:
         def run_acir(model, opt, batch):
             return BoundStep(module, model, opt, gm)(batch)
 
-        report = check_against_eager(make, run_acir, args.seed)
+        def run_other(model, opt, batch):
+            return BoundStep(other, model, opt, other_gm)(batch)
+
+        report = check_against_eager(make, run_acir, args.seed, run_other if other is not None else None,
+                                     f"{args.against}" if other is not None else "eager")
         result.update(check="ok" if report.ok else "mismatch", max_abs_diff=report.max_abs_diff,
                       loss=report.loss_acir, compared=report.compared)
         if not report.ok:
             result["worst"] = [d.__dict__ for d in report.worst[:10]]
             status = 1
         _log(args, report.summary())
-    if args.measure:
+    if args.measure and other is None:
         model, opt, _, batch = rebuild(prov)
         step = BoundStep(module, model, opt, gm)
         persistent = lambda: step.inputs(batch)  # noqa: E731
@@ -88,6 +110,9 @@ def _body(args) -> int:
         _log(args, f"measure: peak {m.peak_bytes / 2**20:.1f} MiB ({m.peak_bytes} bytes, live tensor storages), "
                    f"median latency {m.latency_s * 1e3:.1f} ms over {args.iters} iterations "
                    f"(malloc: {m.malloc})")
+        _log_predictions(args, result)
+    elif args.measure:
+        result.update(_measure_pair(args, prov, module, gm, other, other_gm))
     if not args.check and not args.measure:
         model, opt, _, batch = rebuild(prov)
         torch.manual_seed(args.seed)
@@ -97,6 +122,81 @@ def _body(args) -> int:
     if args.json:
         print(json.dumps(result))
     return status
+
+
+def _same_workload(a, b, name: str) -> None:
+    from acir.errors import RunError
+
+    pa, pb = a.header.provenance, b.header.provenance
+    if (pa.model, pa.batch_size, pa.seq_len, pa.image_size, pa.optimizer) != \
+            (pb.model, pb.batch_size, pb.seq_len, pb.image_size, pb.optimizer):
+        raise RunError(f"{name} is another workload ({pb.model} batch {pb.batch_size}, {pb.optimizer}) than the "
+                       f"artifact ({pa.model} batch {pa.batch_size}, {pa.optimizer}); --against needs the same one")
+    inputs = lambda m: [(i.kind, i.name) for i in m.graph.inputs]  # noqa: E731
+    if inputs(a) != inputs(b):
+        raise RunError(f"{name} takes other graph inputs than the artifact; --against needs the same workload")
+
+
+def _predictions(module) -> dict:
+    """What the artifact's analyses predict: the plan's budget and peak, the simulated peak."""
+    out: dict = {}
+    plan = module.analyses.get("plan")
+    if plan is not None:
+        out.update(planner=plan.planner, budget_bytes=plan.budget_bytes,
+                   predicted_peak_bytes=plan.predicted_peak_bytes, no_ac_peak_bytes=plan.no_ac_peak_bytes,
+                   recomputed=len(plan.recomputed()))
+    live = module.analyses.get("liveness")
+    if live is not None and live.revision == module.header.revision:
+        out["simulated_peak_bytes"] = live.simulated_peak_bytes
+    out["recompute_nodes"] = sum(1 for n in module.graph.nodes if n.recompute_of is not None)
+    return out
+
+
+def _mib(b: int) -> str:
+    return f"{b / 2**20:.1f} MiB"
+
+
+def _log_predictions(args, r: dict) -> None:
+    parts = []
+    if "budget_bytes" in r:
+        parts.append(f"budget {_mib(r['budget_bytes'])}")
+        parts.append(f"plan predicted {_mib(r['predicted_peak_bytes'])}")
+    if "simulated_peak_bytes" in r:
+        parts.append(f"simulated {_mib(r['simulated_peak_bytes'])}")
+    if parts and "peak_bytes" in r:
+        verdict = ""
+        if "budget_bytes" in r:
+            verdict = "; within the budget" if r["peak_bytes"] <= r["budget_bytes"] else "; OVER the budget"
+        _log(args, f"         measured {_mib(r['peak_bytes'])} vs {', '.join(parts)}{verdict}")
+
+
+def _measure_pair(args, prov, module, gm, other, other_gm) -> dict:
+    """Peak of each, then latencies interleaved (one iteration of each in turn)."""
+    import statistics
+
+    from acir.lower_fx import BoundStep
+    from acir.measure import malloc_setting, measure_interleaved, measure_peak
+    from acir.rebuild import rebuild
+
+    steps, peaks = {}, {}
+    for name, mod, g in (("acir", module, gm), ("against", other, other_gm)):
+        model, opt, _, batch = rebuild(prov)
+        step = BoundStep(mod, model, opt, g)
+        peaks[name] = measure_peak(lambda s=step, b=batch: s(b), step.inputs(batch), prov.device)
+        steps[name] = lambda s=step, b=batch: s(b)
+    times = measure_interleaved(steps, args.iters, args.warmup, prov.device)
+    lat = {k: statistics.median(v) for k, v in times.items()}
+    r = dict(peak_bytes=peaks["acir"], latency_s=lat["acir"], latencies_s=times["acir"],
+             against_peak_bytes=peaks["against"], against_latency_s=lat["against"],
+             against_latencies_s=times["against"], peak_change=peaks["acir"] / peaks["against"] - 1,
+             latency_change=lat["acir"] / lat["against"] - 1, malloc=malloc_setting(),
+             iters=args.iters, warmup=args.warmup)
+    _log(args, f"measure: peak {_mib(r['peak_bytes'])} ({r['peak_bytes']} bytes) vs {_mib(r['against_peak_bytes'])} "
+               f"for {args.against} ({100 * r['peak_change']:+.1f}%); median latency {lat['acir'] * 1e3:.1f} ms vs "
+               f"{lat['against'] * 1e3:.1f} ms ({100 * r['latency_change']:+.1f}%), interleaved over "
+               f"{args.iters} iterations (malloc: {r['malloc']})")
+    _log_predictions(args, {**_predictions(module), **r})
+    return r
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,305 @@
+"""The ``rewrite`` pass: realise a plan by copying forward subgraphs into the backward.
+
+For every activation the ``plan`` block marks RECOMPUTE, the forward nodes that made it
+(its *chain*, see :mod:`acir.ac_candidates`: its defining op, the views and in-place ops
+on it, and the intermediates they need that are dead by the backward) are copied into
+the backward just before its first backward use, reading its recompute sources; every
+backward use then reads the copy, so the original is freed after its last forward use.
+
+The schedule is exactly the one :func:`acir.plan_problem.evaluate` prices, so that the
+simulated peak after the rewrite can be checked against the plan's prediction:
+
+* all recomputations before one backward node form one *recomputation point*; each
+  forward node is copied at most once per point, however many tensors of the point need it;
+* a source that is itself recomputed and still in its idle window at that point is dead:
+  it is recomputed there too, transiently (its copy serves only this point and dies with
+  it), and again later at its own first backward use — the plan's recompute count;
+* a copy is a node of region BACKWARD whose ``recompute_of`` names the forward node it
+  replays, with that node's module path.
+
+Hazards, and how each is handled:
+
+* views and aliases: the chain replays the view ops on the copied base, and a backward
+  view of a recomputed tensor is re-homed into the copy's storage;
+* in-place ops in a chain are replayed in place on the fresh copy, which nothing else
+  shares (the planner keeps any activation whose chain writes elsewhere, or reads a tensor
+  that is updated in place before the replay — such as a parameter whose optimizer update
+  was interleaved into the backward);
+* batch-norm in training mode is replayed without its running statistics (``None``), so
+  they are updated once, by the forward: the batch statistics and output are the same;
+* random ops (dropout) are never in a chain: the planner keeps what they make;
+* ops with several outputs are copied once, and every output used later is bound;
+* the optimizer region is not touched.
+
+The graph revision is bumped; a ``profile`` block at the new revision carries each
+copy's run time from its original (the other nodes keep theirs), and ``liveness`` is
+re-run, so ``acir-stats`` shows the simulated peak after the rewrite beside the plan's
+prediction (the ``plan`` block is kept as the record of what was asked, at its revision).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import ChainMap
+from dataclasses import dataclass
+
+from acir import analyses
+from acir.ac_candidates import BATCH_NORMS, Candidates, build
+from acir.errors import PassFailed
+from acir.ir import Graph, Module, Node, Region, Storage, Value, ValueRef
+from acir.pass_manager import Pass, PassResult
+from acir.plan_problem import recompute_set
+
+__all__ = ["Rewrite", "rewrite"]
+
+#: Batch-norm overloads whose replay must drop the running statistics, and how:
+#: (overload to call instead or None to keep it, argument positions to drop or set to None).
+_NO_STATS = {
+    "aten.native_batch_norm.default": ("aten.native_batch_norm.default", (3, 4), False),
+    "aten._native_batch_norm_legit.default": ("aten._native_batch_norm_legit.no_stats", (3, 4), True),
+}
+
+
+@dataclass
+class RewriteStats:
+    recomputed: int = 0         # activations recomputed (plan RECOMPUTE)
+    points: int = 0             # recomputation points (backward nodes that get copies before them)
+    copies: int = 0             # nodes added
+    transient: int = 0          # nested recomputations of dead sources
+    rehomed: int = 0            # backward values moved into a copy's storage (views of a recomputed tensor)
+    extended: int = 0           # kept tensors a replay reads after their last use (kept alive longer)
+
+
+def _chosen(module: Module, cands: Candidates) -> list[int]:
+    plan = module.analyses["plan"]
+    index = {sid: i for i, sid in enumerate(cands.storages)}
+    chosen = []
+    for t in plan.tensors:
+        i = index.get(t.storage)
+        if i is None:
+            raise PassFailed(f"the plan names storage s{t.storage}, which is not an activation of this graph; "
+                             "was the plan made for another graph? re-run the planner")
+        if t.decision is analyses.Decision.RECOMPUTE:
+            if not cands.problem.allowed[i]:
+                raise PassFailed(f"the plan recomputes s{t.storage}, which must be kept: {cands.reasons[i]}")
+            chosen.append(i)
+    return chosen
+
+
+class _Builder:
+    """Fresh ids and copies of nodes, values and storages."""
+
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.next_node = max((n.id for n in g.nodes), default=-1) + 1
+        self.next_value = max(g.values, default=-1) + 1
+        self.next_storage = max((s.id for s in g.storages), default=-1) + 1
+        self.names = {n.name for n in g.nodes}
+
+    def storage(self, like: Storage) -> int:
+        sid = self.next_storage
+        self.next_storage += 1
+        self.g.storages.append(Storage(sid, like.nbytes, like.device))
+        return sid
+
+    def value(self, like: Value, storage: int) -> int:
+        vid = self.next_value
+        self.next_value += 1
+        self.g.values[vid] = Value(vid, like.shape, like.dtype, like.strides, storage, like.storage_offset,
+                                   like.nbytes, like.role)
+        return vid
+
+    def name(self, base: str) -> str:
+        k = 1
+        name = f"{base}_rc"
+        while name in self.names:
+            k += 1
+            name = f"{base}_rc{k}"
+        self.names.add(name)
+        return name
+
+
+def _remap(arg, env):
+    if isinstance(arg, ValueRef):
+        return ValueRef(env.get(arg.id, arg.id))
+    if isinstance(arg, list):
+        return [_remap(a, env) for a in arg]
+    return arg
+
+
+def _replay_call(node: Node) -> tuple[str, list, dict]:
+    """The op and arguments a replay of ``node`` runs (batch-norm without running statistics)."""
+    args, kwargs = list(node.args), dict(node.kwargs)
+    spec = _NO_STATS.get(node.op)
+    if spec is None:
+        if node.op in BATCH_NORMS:
+            raise PassFailed(f"no replay without running statistics is known for {node.op}")
+        return node.op, args, kwargs
+    op, positions, drop = spec
+    names = ("running_mean", "running_var")
+    if drop:
+        args = [a for i, a in enumerate(args) if i not in positions]
+        for k in names:
+            kwargs.pop(k, None)
+    else:
+        args = [None if i in positions else a for i, a in enumerate(args)]
+        for k in names:
+            if k in kwargs:
+                kwargs[k] = None
+    return op, args, kwargs
+
+
+def rewrite(module: Module) -> RewriteStats:
+    """Insert the plan's recomputations into ``module.graph`` in place (see the module docstring)."""
+    g = module.graph
+    cands = build(module)
+    p = cands.problem
+    chosen = set(_chosen(module, cands))
+    stats = RewriteStats(recomputed=len(chosen))
+    if not chosen:
+        return stats
+    nodes = g.nodes
+    storage_of = {vid: v.storage for vid, v in g.values.items()}
+    storages = {s.id: s for s in g.storages}
+    input_storages = {g.values[i.value].storage for i in g.inputs}
+    b = _Builder(g)
+    chosen_storages = {cands.storages[i] for i in chosen}
+    last_use = {life.storage: life.last_use for life in module.analyses["liveness"].storages}
+    extended: set[int] = set()   # kept sources a replay reads after their last use (they live longer)
+
+    by_rank: dict[int, list[int]] = {}
+    for i in chosen:
+        by_rank.setdefault(p.hi[i], []).append(i)
+
+    latest: dict[int, int] = {}          # original value id -> its persistent copy (after its point)
+    home: dict[int, int] = {}            # recomputed storage -> the copy's storage
+    inserted: dict[int, list[Node]] = {}  # rank -> copies to run just before that node
+    for h in sorted(by_rank):
+        members = recompute_set(p, h, by_rank[h], chosen)
+        group = set(by_rank[h])
+        stats.points += 1
+        stats.transient += len(members) - len(group)
+        ranks = sorted(set().union(*(cands.chains[m] for m in members)))
+        local: dict[int, int] = {}
+        env = ChainMap(local, latest)       # reads see this point's copies, then earlier persistent ones ...
+        fresh: dict[int, int] = {}          # ... and this point's copies (original storage -> copy storage)
+        copies: list[Node] = []
+        for r in ranks:
+            node = nodes[r]
+            op, args, kwargs = _replay_call(node)
+            for vid in _refs(args) + _refs(list(kwargs.values())):
+                if vid in env:
+                    continue
+                s = storage_of[vid]
+                if s in chosen_storages:
+                    raise PassFailed(f"internal: the replay of {node.name} before {nodes[h].name} reads s{s}, "
+                                     "which is recomputed but has no copy there")
+                if s not in input_storages and last_use[s] < h:
+                    extended.add(s)
+            out_env: dict[int, int] = {}
+            for vid in node.output_ids():
+                s = storage_of[vid]
+                if s in input_storages:
+                    raise PassFailed(f"internal: replay of {node.name} would write graph input storage s{s}")
+                if s not in fresh:
+                    fresh[s] = b.storage(storages[s])
+                out_env[vid] = b.value(g.values[vid], fresh[s])
+            new = Node(id=b.next_node, name=b.name(node.name), op=op, args=_remap(args, env),
+                       kwargs={k: _remap(v, env) for k, v in kwargs.items()}, outputs=_remap(node.outputs, out_env),
+                       region=Region.BACKWARD, module=node.module, recompute_of=node.id)
+            b.next_node += 1
+            local.update(out_env)
+            copies.append(new)
+        stats.copies += len(copies)
+        inserted[h] = copies
+        # the group's copies serve every backward use from here on; dead sources' copies die here
+        kept = {cands.storages[m] for m in group}
+        for sid in kept:
+            home[sid] = fresh[sid]
+        latest.update({vid: new for vid, new in local.items() if storage_of.get(vid) in kept})
+
+    out: list[Node] = []
+    for r, node in enumerate(nodes):
+        out.extend(inserted.get(r, ()))
+        if r >= min(by_rank):
+            node.args = _remap(node.args, latest)
+            node.kwargs = {k: _remap(v, latest) for k, v in node.kwargs.items()}
+            if node.region is not Region.FORWARD:
+                stats.rehomed += _rehome_views(g, node, home)
+        out.append(node)
+    g.nodes = out
+    stats.extended = len(extended)
+    return stats
+
+
+def _rehome_views(g: Graph, node: Node, home: dict[int, int]) -> int:
+    """A backward view (or in-place result) of a recomputed tensor lives in the copy's
+    storage, not the original's, which must die after its last forward use."""
+    moved = 0
+    for vid in node.output_ids():
+        s = g.values[vid].storage
+        if s in home:
+            g.values[vid].storage = home[s]
+            moved += 1
+    return moved
+
+
+def _refs(arg) -> list[int]:
+    from acir.ir import arg_refs
+
+    return arg_refs(arg)
+
+
+def _carry_profile(module: Module, revision: int) -> analyses.Profile | None:
+    """The old profile's node times, each copy carrying its original's; byte fields and the
+    measured peak belong to the old graph and are left for the simulator (zeros)."""
+    old = module.analyses.get("profile")
+    if not isinstance(old, analyses.Profile):
+        return None
+    times = old.run_s()
+    nodes = [analyses.NodeProfile(n.id, times.get(n.recompute_of if n.recompute_of is not None else n.id, 0.0),
+                                  0, 0, 0, 0) for n in module.graph.nodes]
+    new = copy.copy(old)
+    new.revision = revision
+    new.nodes = nodes
+    new.method = old.method if old.method.endswith("(recompute copies: originals' times)") \
+        else f"{old.method} (recompute copies: originals' times)"
+    new.measured_peak_bytes = 0
+    new.peak_node = -1
+    return new
+
+
+@dataclass(frozen=True)
+class Rewrite(Pass):
+    """Insert the plan's recomputations into the backward, so that the step runs within the budget.
+
+    For each activation the ``plan`` recomputes, copies the forward nodes that made it
+    into the backward just before its first backward use (one copy per recomputation
+    point, serving every later use), points the backward at the copy and lets the
+    original die after its last forward use. Copies are BACKWARD nodes with
+    ``recompute_of`` set. Batch-norm replays leave the running statistics alone; random
+    ops are never replayed. Bumps the revision, carries node times to the copies in a
+    new ``profile`` block and re-runs ``liveness``.
+    """
+
+    name = "rewrite"
+    requires = ("profile", "liveness", "plan")
+
+    def run(self, module: Module) -> PassResult:
+        from acir.passes.liveness import Liveness
+
+        plan = module.analyses["plan"]
+        s = rewrite(module)
+        if s.recomputed == 0:
+            return PassResult(False, {"recomputed": 0})
+        rev = module.header.revision
+        prof = _carry_profile(module, rev)
+        if prof is not None:
+            module.analyses["profile"] = prof
+        Liveness().run(module)
+        live = module.analyses["liveness"]
+        return PassResult(True, {"recomputed": s.recomputed, "points": s.points, "copies": s.copies,
+                                 "transient": s.transient, "rehomed": s.rehomed, "extended": s.extended,
+                                 "predicted_peak_bytes": plan.predicted_peak_bytes,
+                                 "simulated_peak_bytes": live.simulated_peak_bytes,
+                                 "budget_bytes": plan.budget_bytes})

@@ -1,0 +1,287 @@
+"""The rewrite: recomputation in the backward, bit-identical, with the memory it promised.
+
+Every test runs the rewritten graph for real: one step against eager PyTorch from the same
+start (loss, parameters, buffers, optimizer state compared bit for bit), and the peak of
+live storages measured against the simulator's after the rewrite and the plan's prediction.
+Each hazard has a test that fails when its handling is taken out.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, cli
+
+from acir import analyses
+from acir.analyses import Decision
+from acir.ir import Region
+from acir.pass_manager import PassManager
+from acir.registry import build_pipeline
+
+HAZARDS = os.path.join(ROOT, "tests", "models", "hazards.py")
+PROFILE = "profile{reps=1,warmup=0}"
+
+
+def run(module, pipeline: str):
+    m = copy.deepcopy(module)
+    PassManager(build_pipeline(pipeline)).run(m)
+    return m
+
+
+def check(module, reference=None):
+    from acir.check import check_against_eager
+    from acir.lower_fx import BoundStep
+    from acir.rebuild import rebuild
+
+    prov = module.header.provenance
+    return check_against_eager(lambda: rebuild(prov), lambda m, o, b: BoundStep(module, m, o)(b), 1234,
+                               reference)
+
+
+def measured_peak(module) -> int:
+    import torch
+
+    from acir.lower_fx import BoundStep
+    from acir.measure import measure_peak
+    from acir.rebuild import rebuild
+
+    model, opt, _, batch = rebuild(module.header.provenance)
+    step = BoundStep(module, model, opt)
+    torch.manual_seed(0)
+    return measure_peak(lambda: step(batch), step.inputs(batch))
+
+
+def with_plan(module, recompute: set[int]):
+    """``module`` (profiled, with liveness) with a plan that recomputes exactly the storages ``recompute``."""
+    m = run(module, "keep-all")
+    for t in m.analyses["plan"].tensors:
+        t.decision = Decision.RECOMPUTE if t.storage in recompute else Decision.KEEP
+    return m
+
+
+@pytest.fixture(scope="module")
+def hazard():
+    from acir.capture_step import CaptureOptions, capture
+
+    cache: dict = {}
+
+    def get(factory: str):
+        if factory not in cache:
+            cache[factory] = capture(CaptureOptions(f"{HAZARDS}:{factory}", 4))
+        return cache[factory]
+
+    return get
+
+
+def _assert_sound(before, after):
+    """Bit-identical to eager; measured == simulated after the rewrite <= the plan's prediction."""
+    report = check(after)
+    assert report.ok, report.summary()
+    plan = after.analyses["plan"]
+    live = after.analyses["liveness"]
+    assert live.revision == after.header.revision == before.header.revision + 1
+    assert measured_peak(after) == live.simulated_peak_bytes
+    assert live.simulated_peak_bytes <= plan.predicted_peak_bytes
+    copies = [n for n in after.graph.nodes if n.recompute_of is not None]
+    assert copies and all(n.region is Region.BACKWARD for n in copies)
+    ids = {n.id: n for n in before.graph.nodes}
+    assert all(ids[n.recompute_of].region is Region.FORWARD and n.module == ids[n.recompute_of].module
+               for n in copies)
+    # the optimizer region is untouched
+    opt_before = [(n.id, n.op, n.args, n.kwargs) for n in before.graph.nodes if n.region is Region.OPTIMIZER]
+    opt_after = [(n.id, n.op, n.args, n.kwargs) for n in after.graph.nodes if n.region is Region.OPTIMIZER]
+    assert opt_before == opt_after
+
+
+# -- whole models -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet18", "bert-tiny", "gpt2-tiny", "user"])
+def test_recompute_all_is_bit_identical_and_measured_as_simulated(captured, name):
+    before = run(captured(name), f"{PROFILE},liveness,recompute-all")
+    after = run(before, "rewrite")
+    assert after.analyses["plan"].recomputed()
+    _assert_sound(before, after)
+    assert after.analyses["liveness"].simulated_peak_bytes <= before.analyses["liveness"].simulated_peak_bytes
+
+
+@pytest.mark.parametrize("name", ["resnet18", "user"])
+def test_mutwo_plan_runs_within_its_budget(captured, name):
+    """A budget halfway between the lowest reachable peak and the no-AC peak."""
+    probe = run(captured(name), f"{PROFILE},liveness,keep-all")
+    plan = probe.analyses["plan"]
+    budget = (plan.floor_bytes + plan.no_ac_peak_bytes) // 2
+    assert plan.floor_bytes < budget < plan.no_ac_peak_bytes
+    before = run(probe, f"mutwo{{budget={budget}}}")
+    after = run(before, "rewrite")
+    _assert_sound(before, after)
+    assert measured_peak(after) <= after.analyses["plan"].budget_bytes
+
+
+def test_the_rewrite_realises_the_evaluated_schedule(captured):
+    """Simulated after the rewrite == the evaluator's prediction when no spike sets the peak."""
+    before = run(captured("resnet18"), f"{PROFILE},liveness,recompute-all")
+    after = run(before, "rewrite")
+    plan = after.analyses["plan"]
+    assert after.analyses["liveness"].simulated_peak_bytes <= plan.predicted_peak_bytes
+    copies = sum(1 for n in after.graph.nodes if n.recompute_of is not None)
+    assert copies >= len(plan.recomputed())
+
+
+def test_nothing_to_recompute_changes_nothing(captured):
+    before = run(captured("mlp"), f"{PROFILE},liveness,keep-all")
+    after = run(before, "rewrite")
+    assert after.header.revision == before.header.revision
+    assert [n.id for n in after.graph.nodes] == [n.id for n in before.graph.nodes]
+
+
+# -- random plans --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def profiled_user(captured):
+    return run(captured("user"), f"{PROFILE},liveness")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_allowed_plan_is_bit_identical(profiled_user, data):
+    """A random subset of the recomputable activations: the rewrite is exact, and never above the evaluator."""
+    from acir.ac_candidates import build
+    from acir.plan_problem import evaluate
+
+    cands = build(profiled_user)
+    allowed = [i for i in range(cands.problem.n_candidates) if cands.problem.allowed[i]]
+    chosen = data.draw(st.lists(st.sampled_from(allowed), min_size=1, unique=True))
+    m = with_plan(profiled_user, {cands.storages[i] for i in chosen})
+    after = run(m, "rewrite")
+    assert check(after).ok
+    sim = after.analyses["liveness"].simulated_peak_bytes
+    assert measured_peak(after) == sim
+    assert sim <= evaluate(cands.problem, chosen).peak
+
+
+# -- hazards: each test fails when its handling is removed ---------------------------------------
+
+
+def test_batch_norm_replay_leaves_running_statistics_alone(hazard, monkeypatch):
+    before = run(hazard("batch_norm_chain"), f"{PROFILE},liveness,recompute-all")
+    after = run(before, "rewrite")
+    replays = [n for n in after.graph.nodes if n.recompute_of is not None and "batch_norm" in n.op]
+    assert replays and all(n.args[3] is None and n.args[4] is None for n in replays)
+    _assert_sound(before, after)
+
+    from acir.passes import rewrite as rw
+
+    monkeypatch.setattr(rw, "_replay_call", lambda node: (node.op, list(node.args), dict(node.kwargs)))
+    report = check(run(before, "rewrite"))
+    assert not report.ok and "running_mean" in report.summary()
+
+
+def test_in_place_ops_are_replayed_on_the_copy(hazard):
+    before = run(hazard("batch_norm_chain"), f"{PROFILE},liveness,recompute-all")
+    after = run(before, "rewrite")
+    g = after.graph
+    relus = [n for n in g.nodes if n.recompute_of is not None and n.op == "aten.relu_.default"]
+    assert relus
+    originals = {g.values[v].storage for n in g.nodes if n.recompute_of is None and n.region is Region.FORWARD
+                 for v in n.output_ids()}
+    assert all(g.values[n.args[0].id].storage not in originals for n in relus)
+
+
+def test_a_source_updated_in_place_later_is_not_replayed_from(hazard, monkeypatch):
+    from acir import ac_candidates
+    from acir.ac_candidates import build
+
+    before = run(hazard("stale_source"), f"{PROFILE},liveness")
+    cands = build(before)
+    stale = [r for r in cands.reasons if "updates in place" in r]
+    assert stale, cands.reasons
+    after = run(before, "recompute-all,rewrite")
+    assert check(after).ok
+
+    monkeypatch.setattr(ac_candidates, "_stale_read", lambda *a, **k: "")
+    report = check(run(before, "recompute-all,rewrite"))
+    assert not report.ok
+
+
+def test_views_of_a_recomputed_tensor_move_into_the_copy(hazard, monkeypatch):
+    from acir.errors import VerifyError
+    from acir.passes import rewrite as rw
+
+    before = run(hazard("views"), f"{PROFILE},liveness,recompute-all")
+    assert rw.rewrite(copy.deepcopy(before)).rehomed > 0
+    after = run(before, "rewrite")
+    _assert_sound(before, after)
+
+    # left in the original's storage, a backward view would keep it alive in the simulator
+    # (or be refused by the verifier), while the real run frees it: they would disagree
+    monkeypatch.setattr(rw, "_rehome_views", lambda g, node, home: 0)
+    try:
+        broken = run(before, "rewrite")
+    except VerifyError:
+        return
+    assert measured_peak(broken) != broken.analyses["liveness"].simulated_peak_bytes
+
+
+def test_random_ops_are_never_replayed(captured):
+    from acir.ac_candidates import build
+
+    before = run(captured("user"), f"{PROFILE},liveness")
+    cands = build(before)
+    random = [k for k, r in enumerate(cands.reasons) if r.startswith("random op")]
+    assert random
+    m = with_plan(before, {cands.storages[random[0]]})
+    with pytest.raises(Exception, match="must be kept: random op"):
+        run(m, "rewrite")
+
+
+def test_rewrite_needs_a_plan(captured):
+    with pytest.raises(Exception, match="rewrite requires plan"):
+        run(captured("mlp"), f"{PROFILE},liveness,rewrite")
+
+
+def test_a_plan_for_another_graph_is_refused(captured):
+    m = run(captured("mlp"), f"{PROFILE},liveness,recompute-all")
+    m.analyses["plan"].tensors.append(analyses.TensorPlan(storage=10**6, decision=Decision.RECOMPUTE))
+    with pytest.raises(Exception, match="not an activation of this graph"):
+        run(m, "rewrite")
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def test_acir_run_prints_measured_beside_predicted(tmp_path, captured):
+    import json
+
+    from acir.artifact import write_path
+
+    before = run(captured("resnet18"), f"{PROFILE},liveness")
+    write_path(before, str(tmp_path / "p.acir"))
+    r = cli("acir-opt", str(tmp_path / "p.acir"), "-p", "recompute-all,rewrite", "-o", str(tmp_path / "r.acir"))
+    assert r.returncode == 0, r.stderr.decode()
+    r = cli("acir-run", str(tmp_path / "r.acir"), "--check", "--measure", "--iters", "1", "--warmup", "0",
+            "--against", str(tmp_path / "p.acir"), "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    assert out["check"] == "ok" and out["max_abs_diff"] == 0
+    assert out["peak_bytes"] == out["simulated_peak_bytes"] <= out["predicted_peak_bytes"]
+    assert out["peak_bytes"] < out["against_peak_bytes"]
+    assert out["recompute_nodes"] > 0 and len(out["latencies_s"]) == len(out["against_latencies_s"]) == 1
+    r = cli("acir-run", str(tmp_path / "r.acir"), "--measure", "--iters", "1", "--warmup", "0")
+    assert b"plan predicted" in r.stderr and b"simulated" in r.stderr and b"within the budget" in r.stderr
+
+
+def test_against_another_workload_is_an_error(tmp_path, captured):
+    from acir.artifact import write_path
+
+    write_path(captured("mlp"), str(tmp_path / "a.acir"))
+    write_path(captured("user"), str(tmp_path / "b.acir"))
+    r = cli("acir-run", str(tmp_path / "a.acir"), "--check", "--against", str(tmp_path / "b.acir"))
+    assert r.returncode == 1 and b"same workload" in r.stderr
