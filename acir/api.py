@@ -11,6 +11,18 @@ state is created up front if it does not exist yet (as a first step would create
 so one graph serves every iteration; an eager step with that same optimizer gives
 bit-identical results. Each parameter is updated as soon as its gradient is final
 (``schedule="interleaved"``, the default; ``"eager"`` keeps PyTorch's order). Batches must keep the example batch's structure, shapes and dtypes.
+
+With a ``budget`` (bytes with a unit, ``"3GiB"``, or a percentage of what activation
+checkpointing can act on, ``"60%"``), the step is planned and rewritten to fit it:
+
+    step = acir.compile(model, optimizer, loss_fn, example_batch, budget="60%", planner="mutwo")
+    step.plan.predicted_peak_bytes, step.plan.budget_bytes
+
+Planning needs run times: the step is profiled first on deep copies of the model and
+optimizer (so the originals are not updated, and the RNG state is restored), then
+``liveness``, the planner and ``rewrite`` run as in ``acir-opt``. The updates stay
+bit-identical to eager PyTorch; a budget below the smallest reachable peak raises
+:class:`acir.errors.PassFailed` saying what that peak is.
 """
 
 from __future__ import annotations
@@ -33,13 +45,20 @@ class Step:
     def graph_module(self):
         return self._bound.gm
 
+    @property
+    def plan(self):
+        """The plan the step was rewritten to (``None`` when compiled without a budget)."""
+        return self.module.analyses.get("plan")
+
     def __call__(self, batch) -> Any:
         return self._bound(batch)
 
 
 def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch, *, verify: bool = True,  # noqa: A001
-            schedule: str = "interleaved") -> Step:
-    """Capture ``zero_grad; loss_fn(model, batch).backward(); optimizer.step()`` and return it as a Step."""
+            schedule: str = "interleaved", budget: str | None = None, planner: str = "mutwo",
+            profile_reps: int = 3) -> Step:
+    """Capture ``zero_grad; loss_fn(model, batch).backward(); optimizer.step()`` and return it as a Step;
+    with ``budget``, planned by ``planner`` and rewritten to fit it."""
     import torch
 
     from acir.capture_step import module_from_workload
@@ -59,4 +78,37 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
         from acir.verify import verify as verify_ir
 
         verify_ir(module)
+    if budget is not None:
+        _plan_and_rewrite(module, model, optimizer, example_batch, budget, planner, profile_reps, verify)
     return Step(module, model, optimizer)
+
+
+def _plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, planner: str, reps: int,
+                      verify: bool) -> None:
+    import copy
+
+    import torch
+
+    from acir.errors import ParseError
+    from acir.pass_manager import PassManager
+    from acir.passes.profile import profile_step
+    from acir.pipeline import PassSpec
+    from acir.registry import instantiate, pass_class
+
+    cls = pass_class(planner)
+    if "budget" not in [o.key for o in cls.options()]:
+        raise ParseError(f"{planner!r} is not a planner; use mutwo, optimal, chen-sqrt, recompute-all or keep-all")
+    plan_pass = instantiate(PassSpec(planner, {"budget": str(budget)}))
+    cpu_rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        work_model, work_opt = copy.deepcopy((model, optimizer))
+        module.analyses["profile"] = profile_step(module, work_model, work_opt, batch, reps, 1)
+        del work_model, work_opt
+    finally:
+        torch.random.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+    module.header.pipeline.append(f"profile{{reps={reps},warmup=1}}")
+    passes = [instantiate(PassSpec("liveness", {})), plan_pass, instantiate(PassSpec("rewrite", {}))]
+    PassManager(passes, verify=verify).run(module)

@@ -38,13 +38,7 @@ class Profile(Pass):
     warmup: int = field(default=2, metadata={"help": "untimed iterations first"})
 
     def run(self, module: Module) -> PassResult:
-        import torch
-
-        from acir import analyses
         from acir.errors import PassFailed
-        from acir.lower_fx import BoundStep
-        from acir.measure import malloc_setting, measure_latency
-        from acir.node_runner import NodeRunner, memory_by_node, time_nodes
         from acir.rebuild import provenance_for, rebuild
 
         if self.reps < 1 or self.warmup < 0:
@@ -53,30 +47,45 @@ class Profile(Pass):
         if prov.model.startswith("<"):
             raise PassFailed(f"profile needs to rebuild the model, but the artifact comes from {prov.model}; "
                              "capture it with acir-capture (or profile through the Python API)")
-        device = prov.device
         model, opt, _, batch = rebuild(prov)
-        step = BoundStep(module, model, opt)
-        runner = NodeRunner(module)
-        times = time_nodes(runner, lambda: step.inputs(batch), self.reps, self.warmup, device, _progress)
-        _progress("memory")
-        memory, peak = memory_by_node(runner, step.inputs(batch), device)
-        _progress("iteration")
-        with torch.no_grad():
-            iteration = statistics.median(measure_latency(lambda: step(batch), self.reps, 1, device))
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
-        nodes = module.graph.nodes
-        profiles = [analyses.NodeProfile(n.id, statistics.median(t), m.alloc_bytes, m.freed_bytes, m.peak_bytes,
-                                         m.live_bytes)
-                    for n, t, m in zip(nodes, times, memory)]
-        peak_rank = max(range(len(nodes)), key=lambda r: memory[r].peak_bytes) if nodes else -1
-        module.analyses["profile"] = analyses.Profile(
-            revision=module.header.revision, device=device,
-            method="cuda_events" if device.startswith("cuda") else "perf_counter",
-            reps=self.reps, warmup=self.warmup, torch_version=torch.__version__, malloc=malloc_setting(),
-            nodes=profiles, measured_peak_bytes=peak, peak_node=nodes[peak_rank].id if nodes else -1,
-            iteration_s=iteration)
-        total = sum(p.run_s for p in profiles)
-        return PassResult(False, {"measured_peak_bytes": peak, "profiled_s": round(total, 6),
+        prof = profile_step(module, model, opt, batch, self.reps, self.warmup)
+        module.analyses["profile"] = prof
+        total = sum(p.run_s for p in prof.nodes)
+        iteration = prof.iteration_s
+        return PassResult(False, {"measured_peak_bytes": prof.measured_peak_bytes, "profiled_s": round(total, 6),
                                   "iteration_s": round(iteration, 6),
                                   "profiled_over_iteration": round(total / iteration, 4) if iteration else 0.0})
+
+
+def profile_step(module: Module, model, opt, batch, reps: int = 5, warmup: int = 2):
+    """The ``profile`` block of ``module`` measured on live ``model``, ``opt`` and ``batch``
+    (which the runs update in place: pass copies when they must stay as they are)."""
+    import torch
+
+    from acir import analyses
+    from acir.lower_fx import BoundStep
+    from acir.measure import malloc_setting, measure_latency
+    from acir.node_runner import NodeRunner, memory_by_node, time_nodes
+
+    device = module.header.provenance.device
+    step = BoundStep(module, model, opt)
+    runner = NodeRunner(module)
+    times = time_nodes(runner, lambda: step.inputs(batch), reps, warmup, device, _progress)
+    _progress("memory")
+    memory, peak = memory_by_node(runner, step.inputs(batch), device)
+    _progress("iteration")
+    with torch.no_grad():
+        iteration = statistics.median(measure_latency(lambda: step(batch), reps, 1, device))
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    nodes = module.graph.nodes
+    profiles = [analyses.NodeProfile(n.id, statistics.median(t), m.alloc_bytes, m.freed_bytes, m.peak_bytes,
+                                     m.live_bytes)
+                for n, t, m in zip(nodes, times, memory)]
+    peak_rank = max(range(len(nodes)), key=lambda r: memory[r].peak_bytes) if nodes else -1
+    return analyses.Profile(
+        revision=module.header.revision, device=device,
+        method="cuda_events" if device.startswith("cuda") else "perf_counter",
+        reps=reps, warmup=warmup, torch_version=torch.__version__, malloc=malloc_setting(),
+        nodes=profiles, measured_peak_bytes=peak, peak_node=nodes[peak_rank].id if nodes else -1,
+        iteration_s=iteration)

@@ -285,3 +285,57 @@ def test_against_another_workload_is_an_error(tmp_path, captured):
     write_path(captured("user"), str(tmp_path / "b.acir"))
     r = cli("acir-run", str(tmp_path / "a.acir"), "--check", "--against", str(tmp_path / "b.acir"))
     assert r.returncode == 1 and b"same workload" in r.stderr
+
+
+# -- the Python API -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("planner, budget", [("mutwo", "80%"), ("recompute-all", "100%")])
+def test_compile_with_a_budget_matches_eager_over_steps(planner, budget):
+    import torch
+
+    import acir
+    from acir.optim import eager_step, prepare
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hazards", HAZARDS)
+    hazards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hazards)
+    torch.manual_seed(0)
+    model, batch, loss_fn = hazards.batch_norm_chain(4)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    prepare(ref_opt)
+    before = [p.clone() for p in model.parameters()]
+    rng = torch.random.get_rng_state()
+
+    step = acir.compile(model, opt, loss_fn, batch, budget=budget, planner=planner, profile_reps=1)
+    assert torch.equal(torch.random.get_rng_state(), rng)           # profiling ran on copies ...
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))  # ... of the model
+    assert step.plan.planner.startswith(planner) and step.plan.recomputed()
+    assert any(n.recompute_of is not None for n in step.module.graph.nodes)
+    assert step.module.analyses["liveness"].simulated_peak_bytes <= step.plan.predicted_peak_bytes
+    for k in range(3):
+        b = (torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) if k else batch
+        assert torch.equal(step(b), eager_step(ref, ref_opt, loss_fn, b))
+    for p, q in zip(list(model.parameters()) + list(model.buffers()), list(ref.parameters()) + list(ref.buffers())):
+        assert torch.equal(p, q)
+
+
+def test_compile_with_an_unreachable_budget_says_the_smallest_peak():
+    import torch
+    from torch import nn
+
+    import acir
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = (torch.randn(4, 8), torch.randint(0, 2, (4,)))
+    with pytest.raises(acir.errors.PassFailed, match="smallest reachable peak is"):
+        acir.compile(model, opt, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), batch, budget="1B",
+                     profile_reps=1)
+    with pytest.raises(acir.errors.ParseError, match="not a planner"):
+        acir.compile(model, opt, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), batch, budget="1GiB",
+                     planner="dce")
