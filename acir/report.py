@@ -196,8 +196,13 @@ def _measured_text(d: dict) -> list[str]:
     t, p = d["time_by_region_s"], d["profile"]
     err = "-" if d["simulator_error"] is None else f"{d['simulator_error'] * 100:.1f}%"
     ratio = "-" if d["profiled_over_iteration"] is None else f"{d['profiled_over_iteration']:.2f}"
-    return [f"peak (meas.)  {mib(d['measured_peak_bytes'])} at {_describe_node(d['measured_peak_node'])}; "
-            f"simulator error {err}",
+    if not d["measured_peak_bytes"]:  # a profile carried over a rewrite: times only
+        peak = ("peak (meas.)  - (not measured since the graph changed; node times carried over; "
+                "acir-run --measure measures it)")
+    else:
+        peak = (f"peak (meas.)  {mib(d['measured_peak_bytes'])} at {_describe_node(d['measured_peak_node'])}; "
+                f"simulator error {err}")
+    return [peak,
             f"time          forward {ms(t['FORWARD'])}, backward {ms(t['BACKWARD'])}, "
             f"optimizer {ms(t['OPTIMIZER'])} (sum of node medians {ms(d['profiled_time_s'])})",
             f"iteration     {ms(d['iteration_s'])} un-instrumented; node sum / iteration = {ratio} "
@@ -225,6 +230,7 @@ def _plan(f: Facts) -> dict:
             reasons[t.reason] = reasons.get(t.reason, 0) + 1
     return {"plan": {
         "planner": plan.planner, "revision": plan.revision, "stale": plan.revision != f.module.header.revision,
+        "rewritten": _rewritten_after(f.module.header.pipeline, plan.planner),
         "budget_bytes": plan.budget_bytes, "predicted_peak_bytes": plan.predicted_peak_bytes,
         "predicted_recompute_s": plan.predicted_recompute_s, "solve_s": plan.solve_s,
         "no_ac_peak_bytes": plan.no_ac_peak_bytes, "floor_bytes": plan.floor_bytes,
@@ -232,6 +238,12 @@ def _plan(f: Facts) -> dict:
         "recomputed_bytes": sum(f.storage_bytes.get(t.storage, 0) for t in recomputed),
         "kept_for_reason": {"count": sum(reasons.values()), "by_reason": dict(sorted(reasons.items()))},
         "optimality_gap": None if plan.optimality_gap < 0 else plan.optimality_gap}}
+
+
+def _rewritten_after(pipeline: list[str], planner: str) -> bool:
+    """Did a ``rewrite`` run after the pass that made the plan?"""
+    last = max((k for k, spec in enumerate(pipeline) if spec == planner), default=None)
+    return last is not None and "rewrite" in pipeline[last + 1:]
 
 
 def _pct(part: float, whole: float | None) -> str:
@@ -244,6 +256,9 @@ def _plan_text(d: dict) -> list[str]:
         return ["plan          - (no plan: a planner pass adds one, e.g. acir-opt -p 'liveness,mutwo{budget=60%}')"]
     stale = (f" (stale: made at revision {p['revision']}, the graph is at revision {d['revision']})"
              if p["stale"] else "")
+    if p["stale"] and p["rewritten"]:
+        stale = (f" (realised by the rewrite: {d['recompute_nodes']} recompute nodes; simulated peak now "
+                 f"{mib(d['simulated_peak_bytes'])})")
     peak, budget, no_ac = p["predicted_peak_bytes"], p["budget_bytes"], p["no_ac_peak_bytes"]
     fits = "within" if peak <= budget else "OVER"
     gap = "" if p["optimality_gap"] is None else f", optimality gap {p['optimality_gap'] * 100:.2f}%"

@@ -245,7 +245,7 @@ def test_plan_json_by_hand(capsys, tmp_path):
     write_path(m, path)
     d, err = stats_json(capsys, path)
     assert d["plan"] == {
-        "planner": "mutwo{budget=60%}", "revision": 2, "stale": False,
+        "planner": "mutwo{budget=60%}", "revision": 2, "stale": False, "rewritten": False,
         "budget_bytes": 1800, "predicted_peak_bytes": 1200, "predicted_recompute_s": 0.03, "solve_s": 0.25,
         "no_ac_peak_bytes": 1500, "floor_bytes": 1100, "tensors": 6, "recomputed": 2,
         "recomputed_bytes": 32 + 24,
