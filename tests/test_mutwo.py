@@ -4,19 +4,22 @@ The solver is judged by the shared evaluator: property tests over random trainin
 problems check that a plan it calls feasible is within the budget, that it stops at the
 first pick that meets the budget, that its incremental peak is evaluate()'s, and that it
 never recomputes what must be kept; hand-worked cases pin the ratio rule, the peak filter
-and Capuchin's source/count bookkeeping (Algorithms E and F).
+and Capuchin's source/count bookkeeping (Algorithms E and F). The clean-up's incremental
+evaluator (acir/plan_delta.py) must agree with evaluate() on every price it gives.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acir.passes.mutwo.solver import Solution, _Greedy, _Memory, solve
-from acir.plan_problem import Problem, evaluate
+from acir.passes.mutwo.solver import Solution, _effective_greedy, _Greedy, _Memory, _prune, solve
+from acir.plan_delta import PlanState, _exact_times
+from acir.plan_problem import Evaluation, Problem, evaluate
 
 SETTINGS = settings(deadline=None, max_examples=50)
 
@@ -146,6 +149,99 @@ def test_unreachable_budget_is_infeasible(p: Problem) -> None:
     assert not s.feasible
     assert s.evaluation.peak > budget
     assert s.evaluation.peak <= p.no_ac_peak  # the lowest-peak state, never worse than doing nothing
+
+
+# --- the incremental evaluator (acir/plan_delta.py) ---------------------------------------------
+
+
+def same_evaluation(got: Evaluation, want: Evaluation) -> bool:
+    """Peak, peak rank, spike flag and counts exactly; the time to float rounding (evaluate adds
+    the times one at a time, PlanState sums them exactly and rounds once)."""
+    return ((got.peak, got.peak_rank, got.peak_is_spike, got.counts)
+            == (want.peak, want.peak_rank, want.peak_is_spike, want.counts)
+            and got.recompute_s == pytest.approx(want.recompute_s, rel=1e-12, abs=0))
+
+
+@SETTINGS
+@given(problems, st.randoms(use_true_random=False))
+def test_plan_state_prices_what_evaluate_says(p: Problem, rnd: random.Random) -> None:
+    allowed = [i for i in range(p.n_candidates) if p.allowed[i]]
+    chosen = {i for i in allowed if rnd.random() < 0.3}
+    state = PlanState(p, chosen)
+    assert same_evaluation(state.evaluation(), evaluate(p, chosen))
+    for _ in range(3 * len(allowed)):
+        c = rnd.choice(allowed) if allowed else None
+        if c is None:
+            break
+        if c in chosen:
+            want = evaluate(p, chosen - {c})
+            assert state.peak_bound_remove(c) <= want.peak
+            got = state.price_remove(c)
+        else:
+            want = evaluate(p, chosen | {c})
+            got = state.price_add(c)
+        assert got[0] == want.peak
+        assert got[1] == pytest.approx(want.recompute_s, rel=1e-12, abs=0)
+        if rnd.random() < 0.5:  # commit the change
+            if c in chosen:
+                state.remove(c)
+                chosen.discard(c)
+            else:
+                state.add(c)
+                chosen.add(c)
+            want = evaluate(p, chosen)
+            assert same_evaluation(state.evaluation(), want)
+            assert state.price() == (want.peak, state.recompute_s)
+            assert state.peak() == (want.peak, want.peak_rank, want.peak_is_spike)
+
+
+def test_plan_state_refuses_kept_candidates() -> None:
+    p = chain_problem()
+    p = Problem(p.base_live, p.base_after, p.persistent, p.sizes, p.lo, p.hi, p.times, p.temps, p.srcs,
+                (True, False, True))
+    state = PlanState(p)
+    with pytest.raises(ValueError):
+        state.add(1)
+    with pytest.raises(ValueError):
+        state.price_add(1)
+    with pytest.raises(ValueError):
+        PlanState(p, [1])
+
+
+def test_plan_state_without_ranks() -> None:
+    p = Problem((), (), 7, (), (), (), (), (), (), ())
+    assert same_evaluation(PlanState(p).evaluation(), evaluate(p, []))
+    assert PlanState(p).price() == (7, 0.0)
+
+
+@SETTINGS
+@given(st.lists(st.floats(0.0, 10.0, allow_nan=False) | st.sampled_from([0.0, 1e-9, 0.1, 1 / 3]), max_size=40))
+def test_exact_times_sum_exactly(times: list[float]) -> None:
+    ints, scale = _exact_times(times)
+    assert all(i / scale == t for i, t in zip(ints, times))
+    assert sum(ints) / scale == math.fsum(times)  # the exact sum, rounded once
+
+
+@SETTINGS
+@given(problems, st.floats(0.0, 1.0))
+def test_clean_up_stages_keep_the_budget(p: Problem, frac: float) -> None:
+    lb = lower_bound(p)
+    budget = lb + int(frac * (p.no_ac_peak - lb))
+    greedy = solve(p, budget, refine=False)
+    if not greedy.feasible:
+        return
+    pruned = _prune(p, budget, list(greedy.chosen), max_evals=10**9)
+    assert set(pruned) <= set(greedy.chosen)
+    ev = evaluate(p, pruned)
+    assert ev.peak <= budget and ev.recompute_s <= greedy.evaluation.recompute_s * (1 + 1e-12)
+    for c in pruned:  # nothing more can go
+        assert evaluate(p, set(pruned) - {c}).peak > budget
+    alt = _effective_greedy(p, budget, 4)
+    if alt is not None:
+        assert len(set(alt)) == len(alt) and all(p.allowed[i] for i in alt)
+        assert evaluate(p, alt).peak <= budget
+        assert not alt or evaluate(p, alt[:-1]).peak > budget  # it stops at the first plan that fits
+    assert solve(p, budget).evaluation.recompute_s <= ev.recompute_s
 
 
 # --- hand-worked cases --------------------------------------------------------------------------
