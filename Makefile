@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
+	@# acir-viz renders through Graphviz's `dot` (Debian: apt-get install graphviz; macOS: brew install graphviz)
+	command -v dot >/dev/null || { command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq graphviz; } \
+		|| echo "warning: Graphviz's dot is missing; acir-viz can write DOT only (install graphviz)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

@@ -135,9 +135,11 @@ def measure(step: Callable[[], Any], persistent_fn: Callable[[], Iterable], iter
 
 
 def measure_interleaved(steps: dict[str, Callable[[], Any]], iters: int = 5, warmup: int = 1,
-                        device: str = "cpu") -> dict[str, list[float]]:
-    """Wall times of several steps run round-robin, one iteration each in turn, so that a
-    drift of the machine (other load, heap growth, clocks) falls on all of them alike."""
+                        device: str = "cpu") -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall times and process CPU times of several steps run round-robin, one iteration each
+    in turn, so that a drift of the machine (other load, heap growth, clocks) falls on all
+    of them alike. On a shared CPU the CPU time (all threads of this process) is the figure
+    that other processes disturb least; on CUDA only the wall time means anything."""
     import torch
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -145,11 +147,13 @@ def measure_interleaved(steps: dict[str, Callable[[], Any]], iters: int = 5, war
         for step in steps.values():
             step()
     sync()
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(iters):
         for name, step in steps.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             sync()
-            times[name].append(time.perf_counter() - t0)
-    return times
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu

@@ -88,7 +88,7 @@ def _assert_sound(before, after):
     assert measured_peak(after) == live.simulated_peak_bytes
     assert live.simulated_peak_bytes <= plan.predicted_peak_bytes
     copies = [n for n in after.graph.nodes if n.recompute_of is not None]
-    assert copies and all(n.region is Region.BACKWARD for n in copies)
+    assert len(copies) >= len(plan.recomputed()) and all(n.region is Region.BACKWARD for n in copies)
     ids = {n.id: n for n in before.graph.nodes}
     assert all(ids[n.recompute_of].region is Region.FORWARD and n.module == ids[n.recompute_of].module
                for n in copies)
@@ -121,16 +121,6 @@ def test_mutwo_plan_runs_within_its_budget(captured, name):
     after = run(before, "rewrite")
     _assert_sound(before, after)
     assert measured_peak(after) <= after.analyses["plan"].budget_bytes
-
-
-def test_the_rewrite_realises_the_evaluated_schedule(captured):
-    """Simulated after the rewrite == the evaluator's prediction when no spike sets the peak."""
-    before = run(captured("resnet18"), f"{PROFILE},liveness,recompute-all")
-    after = run(before, "rewrite")
-    plan = after.analyses["plan"]
-    assert after.analyses["liveness"].simulated_peak_bytes <= plan.predicted_peak_bytes
-    copies = sum(1 for n in after.graph.nodes if n.recompute_of is not None)
-    assert copies >= len(plan.recomputed())
 
 
 def test_nothing_to_recompute_changes_nothing(captured):
@@ -262,7 +252,7 @@ def test_acir_run_prints_measured_beside_predicted(tmp_path, captured):
 
     from acir.artifact import write_path
 
-    before = run(captured("resnet18"), f"{PROFILE},liveness")
+    before = run(captured("user"), f"{PROFILE},liveness")
     write_path(before, str(tmp_path / "p.acir"))
     r = cli("acir-opt", str(tmp_path / "p.acir"), "-p", "recompute-all,rewrite", "-o", str(tmp_path / "r.acir"))
     assert r.returncode == 0, r.stderr.decode()

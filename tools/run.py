@@ -184,17 +184,19 @@ def _measure_pair(args, prov, module, gm, other, other_gm) -> dict:
         step = BoundStep(mod, model, opt, g)
         peaks[name] = measure_peak(lambda s=step, b=batch: s(b), step.inputs(batch), prov.device)
         steps[name] = lambda s=step, b=batch: s(b)
-    times = measure_interleaved(steps, args.iters, args.warmup, prov.device)
+    times, cpu_times = measure_interleaved(steps, args.iters, args.warmup, prov.device)
     lat = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v) for k, v in cpu_times.items()}
     r = dict(peak_bytes=peaks["acir"], latency_s=lat["acir"], latencies_s=times["acir"],
              against_peak_bytes=peaks["against"], against_latency_s=lat["against"],
              against_latencies_s=times["against"], peak_change=peaks["acir"] / peaks["against"] - 1,
-             latency_change=lat["acir"] / lat["against"] - 1, malloc=malloc_setting(),
+             latency_change=lat["acir"] / lat["against"] - 1, cpu_s=cpu["acir"], against_cpu_s=cpu["against"],
+             cpu_change=cpu["acir"] / cpu["against"] - 1 if cpu["against"] else 0.0, malloc=malloc_setting(),
              iters=args.iters, warmup=args.warmup)
     _log(args, f"measure: peak {_mib(r['peak_bytes'])} ({r['peak_bytes']} bytes) vs {_mib(r['against_peak_bytes'])} "
                f"for {args.against} ({100 * r['peak_change']:+.1f}%); median latency {lat['acir'] * 1e3:.1f} ms vs "
-               f"{lat['against'] * 1e3:.1f} ms ({100 * r['latency_change']:+.1f}%), interleaved over "
-               f"{args.iters} iterations (malloc: {r['malloc']})")
+               f"{lat['against'] * 1e3:.1f} ms ({100 * r['latency_change']:+.1f}%; CPU time "
+               f"{100 * r['cpu_change']:+.1f}%), interleaved over {args.iters} iterations (malloc: {r['malloc']})")
     _log_predictions(args, {**_predictions(module), **r})
     return r
 
