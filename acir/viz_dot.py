@@ -349,14 +349,17 @@ def _legend(regions: list[Region], roles: list[Role], copies: bool, plan: bool) 
 
 
 def to_dot(module: Module, nodes: list[Node], collapse_depth: int | None = None, clusters: bool = True,
-           show_inputs: bool = False, title: str | None = None, legend: bool = True) -> str:
+           show_inputs: bool = False, title: str | None = None, legend: bool = True,
+           fold: dict[Region, int] | None = None) -> str:
     """DOT text for ``nodes`` (a selection of ``module``'s graph, in graph order).
 
     ``collapse_depth`` N folds the nodes into one box per region and module path cut to
     its first N components (``layer3.2.conv1`` -> ``layer3.2`` at N=2; a shorter path is
     its own box; paths as :func:`homes` gives them, and nodes with none are one ``<top>``
     box per region); ``clusters`` groups boxes by region and module path; ``show_inputs``
-    also draws the graph inputs and the values from outside the selection that it reads.
+    also draws the graph inputs and the values from outside the selection that it reads;
+    ``fold`` folds only the nodes of the given regions, at the given depth (the optimizer's
+    thousands of element-wise updates, say, while the rest is drawn node by node).
     """
     if collapse_depth is not None and collapse_depth < 1:
         raise VizUsageError(f"--collapse-depth must be 1 or more, not {collapse_depth}")
@@ -369,10 +372,11 @@ def to_dot(module: Module, nodes: list[Node], collapse_depth: int | None = None,
     order: list[object] = []          # node or group key, in graph order of first member
     for n in nodes:
         parts = home[n.id].split(".") if home[n.id] else []
-        if collapse_depth is not None:
+        depth = collapse_depth if collapse_depth is not None else (fold or {}).get(n.region)
+        if depth is not None:
             # a module's recompute copies are a box of their own: folded with its gradients,
             # they would tie the boxes in cycles (copies feed the backward of the module below)
-            key = (n.region, ".".join(parts[:collapse_depth]), n.recompute_of is not None)
+            key = (n.region, ".".join(parts[:depth]), n.recompute_of is not None)
             if key not in groups:
                 groups[key] = []
                 order.append(key)

@@ -385,3 +385,21 @@ def test_help_has_examples(capsys):
     out = capsys.readouterr().out
     assert "acir-capture mlp | acir-opt -p liveness | acir-viz -o g.svg" in out
     assert "--collapse-depth" in out and "acir-sweep step.p.acir | acir-viz --pareto" in out
+
+
+def test_a_real_step_folds_its_optimizer_without_region(capsys, captured, tmp_path):
+    """resnet18's 1179 optimizer updates, drawn one by one beside the rest, take dot over ten
+    minutes (or crash it): without --region they are folded per module, and it renders."""
+    from acir.artifact import write_path
+
+    path = tmp_path / "r18.acir"
+    write_path(captured("resnet18"), str(path))
+    rc, dot, _ = viz(capsys, str(path))
+    assert rc == 0 and "optimizer folded per module" in dot
+    boxes = [line for line in dot.splitlines() if re.match(r"\s+n\d+ \[label=", line)]
+    assert len(boxes) < 500
+    rc, _, err = viz(capsys, str(path), "-o", str(tmp_path / "g.svg"))
+    assert rc == 0, err
+    import xml.dom.minidom
+
+    xml.dom.minidom.parse(str(tmp_path / "g.svg"))

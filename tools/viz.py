@@ -52,7 +52,9 @@ examples:
 Selections combine: --region and --module filter the nodes, --around NODE (a name, or an
 id: 123 or n123) keeps those within --depth edges of it (default 2). With --collapse-depth
 N each region's nodes fold into one box per module path cut to N parts (layer3.2.conv1 ->
-layer3.2 at N=2). Nodes outside any module are placed (and selected, and folded) with
+layer3.2 at N=2). Without --region, more than 200 optimizer updates are folded per module
+(two path parts) so that the forward and backward stay readable; --region optimizer, or
+--region forward,backward,optimizer, draws them node by node. Nodes outside any module are placed (and selected, and folded) with
 what they work on: an optimizer op with the parameter it updates, a view or alias with the
 node it reads; the rest are one <top> box per region. Rendering needs Graphviz's `dot`
 (apt-get install -y graphviz, or brew install graphviz); .dot does not."""
@@ -198,6 +200,7 @@ def _memory(args: argparse.Namespace) -> None:
 
 #: Boxes beyond which dot may take minutes: say so, with the way out.
 BIG = 3000
+FOLD_OPTIMIZER = 200   # more optimizer nodes than this, with no --region: fold them per module
 
 
 def _graph(args: argparse.Namespace, fmt: str | None) -> None:
@@ -215,7 +218,15 @@ def _graph(args: argparse.Namespace, fmt: str | None) -> None:
         title = (f"{prov.model or 'model'}, batch {prov.batch_size}: {what}, {len(nodes)} of "
                  f"{len(module.graph.nodes)} nodes" + (f", modules folded at depth {args.collapse_depth}"
                                                         if args.collapse_depth else ""))
-    text = to_dot(module, nodes, args.collapse_depth, not args.no_clusters, args.inputs, title)
+    # Without --region, the optimizer's thousands of element-wise updates would swamp the
+    # picture (and dot: a ResNet-18 step takes it over ten minutes); fold them per module.
+    # --region optimizer (or naming all three regions) draws them node by node.
+    fold = None
+    n_opt = sum(n.region is Region.OPTIMIZER for n in nodes)
+    if region is None and args.collapse_depth is None and n_opt > FOLD_OPTIMIZER and n_opt < len(nodes):
+        fold = {Region.OPTIMIZER: 2}
+        title += ", optimizer folded per module"
+    text = to_dot(module, nodes, args.collapse_depth, not args.no_clusters, args.inputs, title, fold=fold)
     if fmt in (None, "dot"):
         write_text(text, args.output)
         if fmt == "dot":
