@@ -279,17 +279,21 @@ def _build(s: _Session, specs: list[ConfigSpec]) -> None:
                 setattr(res, k, v)
 
 
+def _timed_step(s: _Session, r) -> tuple:
+    """(loss, wall seconds) of one step of runner ``r``, seeded for the session's step count."""
+    s.seed(s.steps)
+    s.sync()
+    t0 = time.perf_counter()
+    loss = r.step()
+    s.sync()
+    return loss, time.perf_counter() - t0
+
+
 def _warm_up(s: _Session) -> None:
     for it in range(s.opts.warmup):
         s.log(f"{s.tag}: warm-up {it + 1}/{s.opts.warmup}" + (" (compiles torch.compile's graphs)" if it == 0 else ""))
         for name, r in list(s.runners.items()):
-            def one(r=r):
-                s.seed(s.steps)
-                t0 = time.perf_counter()
-                loss = r.step()
-                s.sync()
-                return loss, time.perf_counter() - t0
-            out = s.guarded(name, one)
+            out = s.guarded(name, lambda r=r: _timed_step(s, r))
             if out is not None:
                 s.losses[name] = out[0]
                 if it == 0:
@@ -319,15 +323,7 @@ def _latencies(s: _Session) -> None:
         rot = names[it % len(names):] + names[:it % len(names)] if names else []
         for name in rot:
             r = s.runners[name]
-
-            def one(r=r):
-                s.seed(s.steps)
-                s.sync()
-                t0 = time.perf_counter()
-                loss = r.step()
-                s.sync()
-                return loss, time.perf_counter() - t0
-            out = s.guarded(name, one)
+            out = s.guarded(name, lambda r=r: _timed_step(s, r))
             if out is not None:
                 s.losses[name] = out[0]
                 times[name].append(out[1])

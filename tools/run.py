@@ -131,7 +131,7 @@ def _same_workload(a, b, name: str) -> None:
     if (pa.model, pa.batch_size, pa.seq_len, pa.image_size, pa.optimizer) != \
             (pb.model, pb.batch_size, pb.seq_len, pb.image_size, pb.optimizer):
         raise RunError(f"{name} is another workload ({pb.model} batch {pb.batch_size}, {pb.optimizer}) than the "
-                       f"artifact ({pa.model} batch {pa.batch_size}, {pa.optimizer}); --against needs the same one")
+                       f"artifact ({pa.model} batch {pa.batch_size}, {pa.optimizer}); --against needs the same workload")
     inputs = lambda m: [(i.kind, i.name) for i in m.graph.inputs]  # noqa: E731
     if inputs(a) != inputs(b):
         raise RunError(f"{name} takes other graph inputs than the artifact; --against needs the same workload")
