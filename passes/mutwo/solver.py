@@ -271,7 +271,58 @@ def _prune(p: Problem, budget: int, chosen: list[int], max_evals: int = 400) -> 
     return chosen
 
 
-def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = float("inf")) -> list[int] | None:
+def _swap(p: Problem, budget: int, chosen: list[int], max_evals: int = 1500) -> list[int]:
+    """Local search: replace one pick by one candidate not taken when that keeps the plan
+    within the budget and lowers its recompute time (cascades and spikes priced exactly by
+    :class:`~acir.plan_delta.PlanState`), then drop what the budget no longer needs; repeat
+    until no swap helps or ``max_evals`` prices (a deterministic cap on the work). The
+    greedy's ratio rule can take an activation whose replay later turns out expensive —
+    a cascade through sources recomputed after it — and never revisit it; this does."""
+    chosen = list(chosen)
+    taken = set(chosen)
+    state = PlanState(p, chosen)
+    current = state.recompute_s
+    others = sorted((i for i in range(p.n_candidates) if p.allowed[i] and i not in taken),
+                    key=lambda i: (p.times[i], -p.sizes[i], i))
+    evals = 0
+    improved = True
+    while improved and evals < max_evals:
+        improved = False
+        # the picks whose removal saves the most time are tried first
+        order = sorted(chosen, key=lambda c: (state.price_remove(c)[1], c))
+        evals += len(order)
+        for out in order:
+            state.remove(out)
+            for inn in others:
+                evals += 1
+                peak, t = state.price_add(inn)
+                if peak <= budget and t < current - 1e-12:
+                    state.add(inn)
+                    chosen[chosen.index(out)] = inn
+                    others[others.index(inn)] = out
+                    others.sort(key=lambda i: (p.times[i], -p.sizes[i], i))
+                    current = t
+                    improved = True
+                    break
+                if evals >= max_evals:
+                    break
+            if improved or evals >= max_evals:
+                if not improved:
+                    state.add(out)
+                break
+            state.add(out)
+        if improved:
+            chosen = _prune(p, budget, chosen)
+            taken = set(chosen)
+            state = PlanState(p, chosen)
+            current = state.recompute_s
+            others = sorted((i for i in range(p.n_candidates) if p.allowed[i] and i not in taken),
+                            key=lambda i: (p.times[i], -p.sizes[i], i))
+    return chosen
+
+
+def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = float("inf"),
+                      start: tuple[int, ...] = (), banned: frozenset[int] = frozenset()) -> list[int] | None:
     """A second greedy: among the ``width`` best-ratio candidates that cover the current peak,
     take the one that lowers the peak most per second of recomputation it really adds (both
     priced by the evaluator's model, :class:`~acir.plan_delta.PlanState`, so cascades and
@@ -279,9 +330,10 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
     recompute time exceeds ``limit_s`` (picks only ever add time)."""
     ratio = np.array([p.sizes[i] / max(p.times[i], 1e-12) for i in range(p.n_candidates)])
     allowed = np.array(p.allowed, dtype=bool)
+    allowed[list(banned)] = False
     lo, hi = np.asarray(p.lo), np.asarray(p.hi)
-    chosen: list[int] = []
-    state = PlanState(p)
+    chosen: list[int] = list(start)
+    state = PlanState(p, chosen)
     peak, rank, spike = state.peak()
     time = state.recompute_s
     while peak > budget:
@@ -344,4 +396,35 @@ def solve(problem: Problem, budget: int, refine: bool = True, width: int = 32, s
     alt = _effective_greedy(problem, budget, width, slack * best.evaluation.recompute_s)
     if alt is not None:
         consider("effective greedy, pruned", _prune(problem, budget, alt))
+    consider(f"{best.refined or 'greedy'}, swapped", _swap(problem, budget, list(best.chosen)))
+    consider(f"{best.refined or 'greedy'}, repaired", _repair(problem, budget, list(best.chosen), width))
+    return best
+
+
+def _repair(p: Problem, budget: int, chosen: list[int], width: int, max_moves: int = 12) -> list[int]:
+    """Ruin and recreate: drop one pick (the costliest first), let the exact-priced greedy add
+    what the budget then needs — never the dropped one — and prune; keep the result when it
+    is cheaper. One expensive replay (with its cascade) is often worth several cheap ones,
+    which no single swap finds. At most ``max_moves`` moves (a deterministic cap)."""
+    best = list(chosen)
+    best_t = PlanState(p, best).recompute_s
+    moves = 0
+    improved = True
+    while improved and moves < max_moves:
+        improved = False
+        state = PlanState(p, best)
+        order = sorted(best, key=lambda c: (state.price_remove(c)[1], c))  # most time saved first
+        for out in order:
+            if moves >= max_moves:
+                break
+            moves += 1
+            rest = tuple(c for c in best if c != out)
+            alt = _effective_greedy(p, budget, width, best_t, start=rest, banned=frozenset([out]))
+            if alt is None:
+                continue
+            alt = _prune(p, budget, alt)
+            t = PlanState(p, alt).recompute_s
+            if t < best_t - 1e-12:
+                best, best_t, improved = alt, t, True
+                break
     return best
