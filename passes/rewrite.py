@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from acir import analyses
 from acir.ac_candidates import BATCH_NORMS, Candidates, build
 from acir.errors import PassFailed
-from acir.ir import Graph, Module, Node, Region, Storage, Value, ValueRef
+from acir.ir import Graph, Module, Node, Region, Storage, Value, ValueRef, arg_refs
 from acir.pass_manager import Pass, PassResult
 from acir.plan_problem import recompute_set
 
@@ -187,7 +187,7 @@ def rewrite(module: Module) -> RewriteStats:
         for r in ranks:
             node = nodes[r]
             op, args, kwargs = _replay_call(node)
-            for vid in _refs(args) + _refs(list(kwargs.values())):
+            for vid in arg_refs(args) + arg_refs(list(kwargs.values())):
                 if vid in env:
                     continue
                 s = storage_of[vid]
@@ -219,9 +219,10 @@ def rewrite(module: Module) -> RewriteStats:
         latest.update({vid: new for vid, new in local.items() if storage_of.get(vid) in kept})
 
     out: list[Node] = []
+    first_point = min(by_rank)
     for r, node in enumerate(nodes):
         out.extend(inserted.get(r, ()))
-        if r >= min(by_rank):
+        if r >= first_point:
             node.args = _remap(node.args, latest)
             node.kwargs = {k: _remap(v, latest) for k, v in node.kwargs.items()}
             if node.region is not Region.FORWARD:
@@ -242,12 +243,6 @@ def _rehome_views(g: Graph, node: Node, home: dict[int, int]) -> int:
             g.values[vid].storage = home[s]
             moved += 1
     return moved
-
-
-def _refs(arg) -> list[int]:
-    from acir.ir import arg_refs
-
-    return arg_refs(arg)
 
 
 def _carry_profile(module: Module, revision: int) -> analyses.Profile | None:
