@@ -15,7 +15,11 @@ from the same seed and kept alive in one process, then
    steps alike; only scratch memory an operator frees before it returns is not counted
    (``allocator_peak`` records the profiler's peak, which includes it);
 3. latency: ``iters`` rounds, one iteration of each configuration per round, the order
-   rotated every round, so that the machine's drift falls on all of them alike; the median.
+   rotated every round, so that the machine's drift falls on all of them alike; the median,
+   of wall-clock time and of the process's CPU time.
+
+A configuration whose budget is another's measured peak (``=checkpoint``) is built after
+step 2 and then takes the same warm-up and peak iterations before step 3.
 
 The RNG is seeded with ``step_seed + k`` before the k-th iteration of every
 configuration, so after the run each has taken the same steps from the same start, and its
@@ -45,7 +49,7 @@ __all__ = ["COLUMNS", "BenchError", "BenchOptions", "Result", "compare", "config
 
 #: The CSV columns, in order (the JSON rows carry the same keys, latencies as a list).
 COLUMNS = ("model", "batch_size", "seq_len", "image_size", "config", "family", "budget", "status", "reason",
-           "peak_bytes", "peak_mib", "peak_change", "latency_s", "latency_change", "peak_change_vs_eager",
+           "peak_bytes", "peak_mib", "peak_change", "latency_s", "latency_change", "cpu_s", "cpu_change", "peak_change_vs_eager",
            "latency_change_vs_eager", "match", "mismatch", "max_abs_diff", "loss", "budget_bytes",
            "predicted_peak_bytes", "simulated_peak_bytes", "predicted_recompute_s", "recomputed", "blocks", "backend",
            "allocator_peak_bytes", "setup_s", "first_step_s", "iters", "warmup", "latencies_s", "device", "malloc")
@@ -57,6 +61,7 @@ class BenchOptions:
     batch_sizes: tuple[int, ...]
     configs: tuple[str, ...] = FAMILIES
     budgets: tuple[str, ...] = ("60%", "40%")
+    optimal_budgets: tuple[str, ...] | None = None  # acir-optimal's; None: the same as budgets
     torch_budgets: tuple[float, ...] = (0.5, 0.2)
     seq_len: int = 0
     image_size: int = 0
@@ -90,6 +95,8 @@ class Result:
     latencies_s: list[float] = field(default_factory=list)
     peak_change: float | None = None      # vs noac (the captured step without AC)
     latency_change: float | None = None
+    cpu_s: float | None = None            # median CPU time of the process over the timed iterations
+    cpu_change: float | None = None       # vs noac
     peak_change_vs_eager: float | None = None
     latency_change_vs_eager: float | None = None
     match: str = ""                      # yes / no / n/a, vs noac
@@ -127,8 +134,10 @@ def config_specs(opts: BenchOptions) -> list[ConfigSpec]:
     for fam in FAMILIES:
         if fam not in opts.configs and fam != "noac":
             continue
-        if fam in ("acir-mutwo", "acir-optimal"):
+        if fam == "acir-mutwo" or (fam == "acir-optimal" and opts.optimal_budgets is None):
             out += [ConfigSpec(fam, b) for b in opts.budgets]
+        elif fam == "acir-optimal":
+            out += [ConfigSpec(fam, b) for b in opts.optimal_budgets]
         elif fam == "torch-budget":
             out += [ConfigSpec(fam, f"{b:g}") for b in opts.torch_budgets]
         else:
@@ -196,7 +205,8 @@ class _Session:
                         for s in specs}
         self.runners: dict[str, Runner] = {}
         self.losses: dict[str, Any] = {}
-        self.steps = 0  # iterations each configuration has taken
+        self.builder: Builder | None = None
+        self.built = 0
 
     def fail(self, name: str, e: BaseException) -> None:
         import torch
@@ -239,13 +249,23 @@ class _Session:
 
 def run_workload(w: Workload, specs: list[ConfigSpec], opts: BenchOptions,
                  log: Callable[[str], None] = lambda s: None) -> list[Result]:
-    """All ``specs`` on one workload (model and batch size): build, warm up, peaks, latencies, match."""
+    """All ``specs`` on one workload (model and batch size): build, warm up, peaks, latencies, match.
+
+    A configuration whose budget is another's measured peak (``=NAME``) is built once that
+    peak is measured, then takes the same warm-up and peak iterations the others took.
+    """
     import torch
 
     s = _Session(w, specs, opts, log)
-    _build(s, specs)
-    _warm_up(s)
-    _peaks(s)
+    first = [sp for sp in specs if not sp.matched]
+    _build(s, first)
+    _warm_up(s, [sp.name for sp in first])
+    _peaks(s, [sp.name for sp in first])
+    matched = [sp for sp in specs if sp.matched]
+    if matched:
+        _build(s, matched)
+        _warm_up(s, [sp.name for sp in matched])
+        _peaks(s, [sp.name for sp in matched])
     _latencies(s)
     _match(s)
     _changes(s)
@@ -260,14 +280,31 @@ def run_workload(w: Workload, specs: list[ConfigSpec], opts: BenchOptions,
     return out
 
 
+def _matched_budget(s: _Session, spec: ConfigSpec) -> str:
+    """The measured peak, in bytes, of the configuration ``spec`` is matched to."""
+    ref = s.results.get(spec.matched)
+    if ref is None:
+        raise BenchError(f"{spec.name}: no configuration {spec.matched!r} in this run to match "
+                         f"(run it too: see --configs, --budgets and --torch-budgets)")
+    if not ref.ok or ref.peak_bytes is None:
+        raise BenchError(f"{spec.name}: {spec.matched} has no measured peak ({ref.reason or 'it failed'})")
+    return f"{ref.peak_bytes}B"
+
+
 def _build(s: _Session, specs: list[ConfigSpec]) -> None:
-    """Build every configuration; the builder (the shared capture and profile) is dropped after."""
+    """Build ``specs``; the builder (the shared capture and profile) is kept for the workload."""
     o = s.opts
-    builder = Builder(s.w, profile_reps=o.profile_reps, time_limit=o.time_limit, blocks=o.blocks,
-                      torch_backend=o.torch_backend)
-    for i, spec in enumerate(specs):
-        s.log(f"{s.tag}: [{i + 1}/{len(specs)}] building {spec.name}")
-        built = s.guarded(spec.name, lambda spec=spec: timed_build(builder, spec))
+    if s.builder is None:
+        s.builder = Builder(s.w, profile_reps=o.profile_reps, time_limit=o.time_limit, blocks=o.blocks,
+                            torch_backend=o.torch_backend)
+    for spec in specs:
+        s.built += 1
+        s.log(f"{s.tag}: [{s.built}/{len(s.results)}] building {spec.name}")
+
+        def build(spec=spec):
+            return timed_build(s.builder, spec, _matched_budget(s, spec) if spec.matched else "")
+
+        built = s.guarded(spec.name, build)
         if built is None:
             continue
         runner, dt = built
@@ -279,32 +316,42 @@ def _build(s: _Session, specs: list[ConfigSpec]) -> None:
                 setattr(res, k, v)
 
 
-def _timed_step(s: _Session, r) -> tuple:
-    """(loss, wall seconds) of one step of runner ``r``, seeded for the session's step count."""
-    s.seed(s.steps)
+def _timed_step(s: _Session, r, k: int) -> tuple:
+    """(loss, wall seconds, CPU seconds of this process) of one step of runner ``r``, seeded for step ``k``."""
+    s.seed(k)
     s.sync()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     loss = r.step()
     s.sync()
-    return loss, time.perf_counter() - t0
+    return loss, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _warm_up(s: _Session) -> None:
+def _warm_up(s: _Session, names: list[str]) -> None:
+    """``warmup`` iterations of each of ``names`` in turn: the session's steps 0 .. warmup-1."""
+    names = [n for n in names if n in s.runners]
     for it in range(s.opts.warmup):
-        s.log(f"{s.tag}: warm-up {it + 1}/{s.opts.warmup}" + (" (compiles torch.compile's graphs)" if it == 0 else ""))
-        for name, r in list(s.runners.items()):
-            out = s.guarded(name, lambda r=r: _timed_step(s, r))
+        if not names:
+            return
+        s.log(f"{s.tag}: warm-up {it + 1}/{s.opts.warmup} of {len(names)}"
+              + (" (compiles torch.compile's graphs)" if it == 0 else ""))
+        for name in names:
+            if name not in s.runners:
+                continue
+            out = s.guarded(name, lambda r=s.runners[name]: _timed_step(s, r, it))
             if out is not None:
                 s.losses[name] = out[0]
                 if it == 0:
                     s.results[name].first_step_s = round(out[1], 4)
-        s.steps += 1
 
 
-def _peaks(s: _Session) -> None:
-    for name, r in list(s.runners.items()):
-        def one(r=r):
-            s.seed(s.steps)
+def _peaks(s: _Session, names: list[str]) -> None:
+    """One iteration of each of ``names`` alone, under the memory tracker: the session's step ``warmup``."""
+    for name in names:
+        if name not in s.runners:
+            continue
+
+        def one(r=s.runners[name]):
+            s.seed(s.opts.warmup)
             r.model.zero_grad(set_to_none=True)  # gradients left from the last eager step are not part of it
             return measure_peak(r, s.w.device, s.opts.allocator_peak)
         out = s.guarded(name, one)
@@ -313,27 +360,29 @@ def _peaks(s: _Session) -> None:
             res.peak_bytes, loss, res.allocator_peak_bytes = out
             s.losses[name] = loss
             s.log(f"{s.tag}: peak {name}: {res.peak_bytes / 2**20:.1f} MiB")
-    s.steps += 1
 
 
 def _latencies(s: _Session) -> None:
+    """``iters`` rounds, one iteration of every configuration each, the order rotated: steps warmup+1 ..."""
     times: dict[str, list[float]] = {name: [] for name in s.runners}
+    cpu: dict[str, list[float]] = {name: [] for name in s.runners}
     for it in range(s.opts.iters):
         names = list(s.runners)
         rot = names[it % len(names):] + names[:it % len(names)] if names else []
         for name in rot:
             r = s.runners[name]
-            out = s.guarded(name, lambda r=r: _timed_step(s, r))
+            out = s.guarded(name, lambda r=r: _timed_step(s, r, s.opts.warmup + 1 + it))
             if out is not None:
                 s.losses[name] = out[0]
                 times[name].append(out[1])
-        s.steps += 1
+                cpu[name].append(out[2])
         s.log(f"{s.tag}: timed round {it + 1}/{s.opts.iters}: "
               + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times.items() if k in s.runners and v))
     for name in s.runners:
         res = s.results[name]
         res.latencies_s = [round(t, 6) for t in times[name]]
         res.latency_s = statistics.median(times[name])
+        res.cpu_s = round(statistics.median(cpu[name]), 6)
 
 
 def _match(s: _Session) -> None:
@@ -389,6 +438,8 @@ def _changes(s: _Session) -> None:
             if res.ok:
                 setattr(res, "peak_change" + suffix, rel(res.peak_bytes, ref.peak_bytes))
                 setattr(res, "latency_change" + suffix, rel(res.latency_s, ref.latency_s))
+                if not suffix:
+                    res.cpu_change = rel(res.cpu_s, ref.cpu_s)
 
 
 _TRACKER = None
@@ -469,16 +520,17 @@ def format_table(results: list[Result]) -> str:
     mw = max([5] + [len(r.model) for r in results])
     cw = max([6] + [len(r.config) for r in results])
     head = f"{'model':<{mw}} {'batch':>5}  {'config':<{cw}} {'peak MiB':>9} {'vs noac':>8} {'latency ms':>10} " \
-           f"{'vs noac':>8}  {'match':<5} notes"
+           f"{'vs noac':>8} {'CPU vs noac':>11}  {'match':<5} notes"
     lines = [head, "-" * len(head)]
     for r in results:
         if r.ok:
             lines.append(f"{r.model:<{mw}} {r.batch_size:>5}  {r.config:<{cw}} {r.peak_bytes / 2**20:>9.1f} "
-                         f"{_pct(r.peak_change):>8} {r.latency_s * 1e3:>10.1f} {_pct(r.latency_change):>8}  "
+                         f"{_pct(r.peak_change):>8} {r.latency_s * 1e3:>10.1f} {_pct(r.latency_change):>8} "
+                         f"{_pct(r.cpu_change):>11}  "
                          f"{r.match:<5} {r.mismatch}")
         else:
             lines.append(f"{r.model:<{mw}} {r.batch_size:>5}  {r.config:<{cw}} {'failed':>9} {'':>8} {'':>10} "
-                         f"{'':>8}  {'':<5} {r.reason}")
+                         f"{'':>8} {'':>11}  {'':<5} {r.reason}")
     return "\n".join(lines)
 
 

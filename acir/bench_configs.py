@@ -50,7 +50,14 @@ class ConfigSpec:
 
     @property
     def name(self) -> str:
+        if self.matched:
+            return f"{self.family}@{self.matched}"
         return f"{self.family}-{self.budget}" if self.budget else self.family
+
+    @property
+    def matched(self) -> str:
+        """The configuration whose measured peak is this one's budget (``=NAME``), or ''."""
+        return self.budget[1:] if self.budget.startswith("=") else ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,8 @@ class Builder:
         self._captured = None  # the noac Module
         self._profiled = None  # the same, with a profile block
 
-    def build(self, spec: ConfigSpec) -> Runner:
+    def build(self, spec: ConfigSpec, budget: str = "") -> Runner:
+        """``spec``'s runner; ``budget`` replaces a matched spec's ``=NAME`` with bytes."""
         fam = spec.family
         if fam == "eager":
             return _eager_runner(spec, *fresh(self.w))
@@ -136,7 +144,7 @@ class Builder:
             module = self._capture()
             return _acir_runner(spec, module, model, opt, batch, {"nodes": len(module.graph.nodes)})
         if fam in ("acir-mutwo", "acir-optimal"):
-            return self._planned(spec, fam.removeprefix("acir-"))
+            return self._planned(spec, fam.removeprefix("acir-"), budget or spec.budget)
         if fam == "checkpoint":
             model, opt, loss_fn, batch = fresh(self.w)
             wrapped = checkpoint_blocks(model, self.blocks)
@@ -174,12 +182,12 @@ class Builder:
             self._profiled = module
         return self._profiled
 
-    def _planned(self, spec: ConfigSpec, planner: str) -> Runner:
+    def _planned(self, spec: ConfigSpec, planner: str, budget: str) -> Runner:
         from acir.pass_manager import PassManager
         from acir.pipeline import PassSpec
         from acir.registry import instantiate
 
-        options = {"budget": spec.budget}
+        options = {"budget": budget}
         if planner == "optimal":
             options["time_limit"] = repr(float(self.time_limit))
         module = copy.deepcopy(self._profile())
@@ -282,7 +290,7 @@ def _checkpointed(forward: Callable) -> Callable:
     return run
 
 
-def timed_build(builder: Builder, spec: ConfigSpec) -> tuple[Runner, float]:
+def timed_build(builder: Builder, spec: ConfigSpec, budget: str = "") -> tuple[Runner, float]:
     t0 = time.perf_counter()
-    r = builder.build(spec)
+    r = builder.build(spec, budget)
     return r, time.perf_counter() - t0

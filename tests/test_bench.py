@@ -35,15 +35,16 @@ def make(batch_size):
     return model, batch, lambda m, b: F.cross_entropy(m(b[0]), b[1])
 '''
 
-CONFIGS = ["eager", "noac", "acir-mutwo-80%", "acir-mutwo-1%", "acir-optimal-80%", "acir-optimal-1%", "checkpoint",
-           "torch-budget-0.5"]
+CONFIGS = ["eager", "noac", "acir-mutwo-80%", "acir-mutwo-1%", "acir-mutwo@checkpoint", "acir-optimal-80%",
+           "acir-optimal-1%", "checkpoint", "torch-budget-0.5"]
 
 
 def test_bench_end_to_end(tmp_path):
     model = tmp_path / "blocks.py"
     model.write_text(BLOCKS)
     out = tmp_path / "bench"
-    r = cli("acir-bench", f"{model}:make", "-b", "2,4", "--budgets", "80%,1%", "--torch-budgets", "0.5",
+    r = cli("acir-bench", f"{model}:make", "-b", "2,4", "--budgets", "80%,1%,=checkpoint",
+            "--optimal-budgets", "80%,1%", "--torch-budgets", "0.5",
             "--iters", "1", "--warmup", "1", "--profile-reps", "1", "--time-limit", "5", "-o", str(out))
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     err = r.stderr.decode()
@@ -64,6 +65,7 @@ def test_bench_end_to_end(tmp_path):
         for cfg in ("eager", "noac", "acir-mutwo-80%", "acir-optimal-80%", "checkpoint", "torch-budget-0.5"):
             assert got[cfg]["status"] == "ok", (cfg, got[cfg]["reason"])
             assert int(got[cfg]["peak_bytes"]) > 0 and float(got[cfg]["latency_s"]) > 0
+            assert float(got[cfg]["cpu_s"]) > 0
         assert got["noac"]["match"] == "ref"
         # acir (and plain eager) are bit-identical to no AC after the same steps; checkpoint too (no batch norm)
         for cfg in ("eager", "acir-mutwo-80%", "acir-optimal-80%", "checkpoint"):
@@ -74,6 +76,15 @@ def test_bench_end_to_end(tmp_path):
             assert int(got[cfg]["peak_bytes"]) <= int(got[cfg]["budget_bytes"])
             assert float(got[cfg]["peak_change"]) < 0
         assert got["checkpoint"]["blocks"].startswith("4 (Block x4)")
+        # matched to checkpoint's measured peak: built after it, the same steps taken, within that peak
+        m = got["acir-mutwo@checkpoint"]
+        assert m["budget"] == "=checkpoint"
+        if m["status"] == "ok":
+            assert int(m["budget_bytes"]) == int(got["checkpoint"]["peak_bytes"])
+            assert int(m["peak_bytes"]) <= int(got["checkpoint"]["peak_bytes"])
+            assert m["match"] == "yes", m["mismatch"]
+        else:
+            assert "smallest reachable peak" in m["reason"], m["reason"]
 
     m = doc["machine"]
     assert m["malloc"] == "heap-retained" and "mmap_max=0" in m["glibc_tunables"]  # re-executed itself
@@ -103,6 +114,7 @@ def test_bad_options(tmp_path):
                       (["mlp", "-b", "4,x"], "bad --batch-sizes"),
                       (["mlp", "--budgets", "sixty%"], "bad budget"),
                       (["mlp", "--torch-budgets", "1.5"], "bad --torch-budgets"),
+                      (["mlp", "--budgets", "=nope"], "budget =nope: no such configuration"),
                       (["mlp", "--warmup", "0"], "--warmup must be at least 1"),
                       ([], "no model given")):
         r = cli("acir-bench", *argv, "-o", str(tmp_path / "x"))

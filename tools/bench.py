@@ -13,6 +13,8 @@ examples:
   acir-bench bert-base --seq-len 128 -b 4,8,16,32 --budgets 60%,40% --iters 5 -o out/bench/bert-base
   acir-bench resnet18 --image-size 64 -b 4,8 --configs noac,acir-mutwo,checkpoint --iters 3 -o out/bench/r18
   acir-bench gpt2-tiny -b 2,4 --configs all --torch-budgets 0.5 --iters 1 -o out/bench/tiny
+  acir-bench bert-base --seq-len 128 -b 16 --budgets 60%,=checkpoint,=torch-budget-0.5 \
+      --optimal-budgets =checkpoint -o out/bench/bert-matched   # acir at the peers' measured peaks
   acir-bench examples/user_model.py:make -b 8 --blocks Net -o out/bench/user
   acir-bench resnet50 -b 16,32 --device cuda -o out/bench/r50-cuda
   acir-bench --replot out/bench/resnet152/results.json -o out/bench/resnet152   # redraw, run nothing
@@ -21,7 +23,13 @@ configurations (--configs, default all; noac always runs, it is the baseline):
   eager         plain PyTorch: zero_grad, loss.backward(), optimizer.step()
   noac          the captured acir step without activation checkpointing (acir.compile)
   acir-mutwo    acir planned by mu-TWO at each of --budgets, rewritten (acir.compile(budget=, planner="mutwo"))
-  acir-optimal  the same with the MILP optimum (--time-limit seconds per solve)
+  acir-optimal  the same with the MILP optimum at each of --optimal-budgets (--time-limit seconds per solve)
+
+A budget =NAME (e.g. =checkpoint) is the peak measured for configuration NAME at the same batch
+size: the configuration is named acir-mutwo@NAME and is built after the peaks are measured, then
+takes the same warm-up and peak iterations as the others; it answers "what does acir cost at
+the memory the peer reaches". If that peak is below what recomputation can reach, it fails with
+the smallest reachable peak as its reason.
   checkpoint    torch.utils.checkpoint (use_reentrant=False) around every block: the children of an
                 nn.ModuleList/nn.Sequential that repeat one class with submodules (ResNet BasicBlock/Bottleneck,
                 BERT and GPT-2 layers), or the classes named by --blocks
@@ -48,7 +56,9 @@ Latency on the CPU is measured with freed memory kept in the heap, as a GPU's ca
 does (otherwise glibc unmaps and re-faults big tensors every iteration, and saving memory looks
 like a speed-up): acir-bench re-executes itself with
 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 unless
---malloc default; the setting is recorded with every measurement.
+--malloc default; the setting is recorded with every measurement. Beside the wall-clock latency,
+the process's CPU time per iteration (cpu_s, cpu_change) is recorded: on a shared machine it
+drifts less than wall-clock time.
 
 Writes to -o DIR: results.csv and results.json (every measurement, and in the JSON the machine:
 CPU, cores, memory, torch version, malloc setting), memory.png and latency.png (per model,
@@ -72,7 +82,11 @@ def _parser():
     p.add_argument("--image-size", type=int, default=0, help="image size for ResNets (default: the model's, 224)")
     p.add_argument("--configs", default="all", help="all, or a comma-separated subset of: eager, noac, acir-mutwo, "
                                                    "acir-optimal, checkpoint, torch-budget (default all)")
-    p.add_argument("--budgets", default="60%,40%", help="acir budgets, percentages or bytes (default 60%%,40%%)")
+    p.add_argument("--budgets", default="60%,40%",
+                   help="acir budgets: percentages, bytes, or =NAME for the measured peak of configuration NAME "
+                        "of the same batch size, e.g. =checkpoint or =torch-budget-0.2 (default 60%%,40%%)")
+    p.add_argument("--optimal-budgets", default=None, metavar="BUDGETS",
+                   help="acir-optimal's budgets, the same forms (default: --budgets)")
     p.add_argument("--torch-budgets", default="0.5,0.2",
                    help="activation_memory_budget values for torch-budget, in (0, 1] (default 0.5,0.2)")
     p.add_argument("--blocks", default="", metavar="CLASS[,CLASS...]",
@@ -117,10 +131,14 @@ def _options(args):
         raise BenchError(f"unknown configuration {', '.join(unknown) or '(none)'}; choose all or from "
                          f"{', '.join(FAMILIES)}")
     budgets = tuple(_split(args.budgets))
-    for b in budgets:
-        parse_budget(b)  # a ParseError says what is wrong
-    if not budgets and any(c.startswith("acir-") for c in configs):
-        raise BenchError("--budgets is empty; acir-mutwo and acir-optimal need at least one")
+    optimal_budgets = None if args.optimal_budgets is None else tuple(_split(args.optimal_budgets))
+    for b in budgets + (optimal_budgets or ()):
+        if not b.startswith("="):
+            parse_budget(b)  # a ParseError says what is wrong
+    if not budgets and "acir-mutwo" in configs:
+        raise BenchError("--budgets is empty; acir-mutwo needs at least one")
+    if not (budgets if optimal_budgets is None else optimal_budgets) and "acir-optimal" in configs:
+        raise BenchError("acir-optimal needs at least one budget (--budgets or --optimal-budgets)")
     try:
         tb = tuple(float(x) for x in _split(args.torch_budgets))
     except ValueError:
@@ -142,13 +160,27 @@ def _options(args):
 
         if not torch.cuda.is_available():
             raise BenchError("--device cuda asked for, but torch sees no CUDA device on this machine")
-    return BenchOptions(models=tuple(args.models), batch_sizes=batches, configs=configs, budgets=budgets,
-                        torch_budgets=tb, seq_len=args.seq_len, image_size=args.image_size, iters=args.iters,
+    opts = BenchOptions(models=tuple(args.models), batch_sizes=batches, configs=configs, budgets=budgets,
+                        optimal_budgets=optimal_budgets, torch_budgets=tb, seq_len=args.seq_len, image_size=args.image_size, iters=args.iters,
                         warmup=args.warmup, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
                         step_seed=args.step_seed, device=args.device, profile_reps=args.profile_reps,
                         time_limit=args.time_limit, blocks=tuple(_split(args.blocks)),
                         torch_backend=args.torch_backend, allocator_peak=args.allocator_peak)
+    _check_matched(opts)
+    return opts
 
+
+def _check_matched(opts) -> None:
+    """Every ``=NAME`` budget names a configuration of the run that has a budget of its own."""
+    from acir.bench import config_specs
+    from acir.bench_configs import BenchError
+
+    specs = config_specs(opts)
+    plain = [sp.name for sp in specs if not sp.matched]
+    for sp in specs:
+        if sp.matched and sp.matched not in plain:
+            raise BenchError(f"budget ={sp.matched}: no such configuration in this run (it would be one of "
+                             f"{', '.join(plain)}); a budget =NAME is the measured peak of configuration NAME")
 
 def _replot(args) -> int:
     from acir.bench import format_table, read_results
