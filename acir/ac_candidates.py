@@ -27,10 +27,11 @@ The run time of a replay is the sum of the profiled times of the nodes it replay
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from acir.errors import PreconditionError
-from acir.ir import Module, Region, arg_refs
+from acir.ir import Graph, Module, Region, arg_refs
+from acir.loss_head import FusionStats, fused_view
 from acir.ops import functional_variant, is_random, mutated_args, written_args
 from acir.plan_problem import Problem
 
@@ -45,6 +46,9 @@ class Candidates:
     storages: tuple[int, ...]          # candidate index -> storage id
     reasons: tuple[str, ...]           # why a candidate must be kept; "" when it may be recomputed
     chains: tuple[tuple[int, ...], ...]  # candidate index -> ranks of the nodes its replay runs, in order
+    graph: Graph | None = None           # the graph the problem describes: the module's, or its fused view
+    no_ac_peak: int = 0                  # the module's own simulated peak (what budget percentages refer to)
+    fused: FusionStats = field(default_factory=FusionStats)  # loss heads fused in ``graph``
 
 
 def _fresh(module: Module, name: str):
@@ -71,16 +75,19 @@ def _node_reason(op: str, writes_ok: bool) -> str:
 
 
 def build(module: Module) -> Candidates:
-    """The candidates of ``module`` (needs fresh ``profile`` and ``liveness`` analyses)."""
-    from acir.simulator import simulate
+    """The candidates of ``module`` (needs fresh ``profile`` and ``liveness`` analyses), planned
+    on the module's graph with its loss heads fused in place (:mod:`acir.loss_head`), as the
+    ``rewrite`` pass will run it."""
+    from acir.simulator import simulate, storage_lives
 
     profile = _fresh(module, "profile")
     liveness = _fresh(module, "liveness")
-    g = module.graph
-    nodes = g.nodes
     run_s = profile.run_s()
-    lives = {life.storage: life for life in liveness.storages}
-    timeline = simulate(g, liveness.storages)
+    g, fused = fused_view(module.graph)
+    storage_list = liveness.storages if g is module.graph else storage_lives(g, run_s)
+    nodes = g.nodes
+    lives = {life.storage: life for life in storage_list}
+    timeline = simulate(g, storage_list)
     nbytes = {s.id: s.nbytes for s in g.storages}
     input_storages = {g.values[i.value].storage for i in g.inputs}
     output_storages = {g.values[v].storage for v in g.outputs}
@@ -95,8 +102,8 @@ def build(module: Module) -> Candidates:
                 w = writers.setdefault(sid, [])
                 if not w or w[-1] != r:
                     w.append(r)
-    mutations = _mutation_ranks(module)
-    acts = [life.storage for life in liveness.storages if life.activation]
+    mutations = _mutation_ranks(g)
+    acts = [life.storage for life in storage_list if life.activation]
     index = {sid: k for k, sid in enumerate(acts)}
 
     sizes, lo, hi, times, temps, srcs, allowed, reasons, chains = [], [], [], [], [], [], [], [], []
@@ -148,12 +155,11 @@ def build(module: Module) -> Candidates:
         chains.append(tuple(sorted(chain)))
     problem = Problem(tuple(timeline.live), tuple(timeline.after), timeline.persistent_bytes, tuple(sizes),
                       tuple(lo), tuple(hi), tuple(times), tuple(temps), tuple(srcs), tuple(allowed))
-    return Candidates(problem, tuple(acts), tuple(reasons), tuple(chains))
+    return Candidates(problem, tuple(acts), tuple(reasons), tuple(chains), g, liveness.simulated_peak_bytes, fused)
 
 
-def _mutation_ranks(module: Module) -> dict[int, list[int]]:
+def _mutation_ranks(g: Graph) -> dict[int, list[int]]:
     """Storage id -> ranks of the nodes that write into it in place (ascending)."""
-    g = module.graph
     out: dict[int, list[int]] = {}
     for r, node in enumerate(g.nodes):
         if not mutated_args(node.op):

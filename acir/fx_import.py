@@ -71,6 +71,12 @@ class _Importer:
         if not isinstance(t, torch.Tensor) or t.numel() * t.element_size() > MAX_CONSTANT_BYTES:
             raise CaptureError(f"the step creates a constant {name} larger than {MAX_CONSTANT_BYTES} bytes "
                                "(or not a tensor); create it as a registered buffer of the model instead")
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(t, FakeTensor):  # a real tensor the step closes over: make_fx kept only its fake
+            raise CaptureError(f"the step reads a tensor it closes over ({name}, shape {tuple(t.shape)}), not a "
+                               "parameter, buffer or batch tensor; register it as a buffer of the model "
+                               "(module.register_buffer) or pass it in the batch")
         t = t.detach().contiguous()
         data = t.reshape(-1).view(torch.uint8).cpu().numpy().tobytes() if t.numel() else b""
         ref = self.new_value(t, Role.INPUT)

@@ -23,6 +23,8 @@ def resolve_op(name: str):
     if len(parts) < 3:
         raise RunError(f"bad operator name {name!r}; expected namespace.op.overload")
     ns, op, overload = parts[0], ".".join(parts[1:-1]), parts[-1]
+    if ns == "acir":
+        import acir.kernels  # noqa: F401 - registers acir's own operators
     try:
         return getattr(getattr(getattr(torch.ops, ns), op), overload)
     except (AttributeError, RuntimeError):
@@ -91,11 +93,17 @@ def written_args(op_name: str, args: list, kwargs: dict) -> dict[str, Any]:
 
 
 def functional_variant(op_name: str) -> str | None:
-    """``aten.relu_.default`` -> ``aten.relu.default`` when that overload exists, else None."""
+    """``aten.relu_.default`` -> ``aten.relu.default``, ``aten._log_softmax.out`` ->
+    ``aten._log_softmax.default``, when that overload exists; else None."""
     parts = op_name.split(".")
-    if len(parts) < 3 or not parts[-2].endswith("_"):
+    if len(parts) < 3:
         return None
-    name = ".".join([parts[0], parts[-2][:-1], parts[-1]])
+    if parts[-1] == "out":
+        name = ".".join(parts[:-1] + ["default"])
+    elif parts[-2].endswith("_"):
+        name = ".".join([parts[0], parts[-2][:-1], parts[-1]])
+    else:
+        return None
     try:
         resolve_op(name)
     except RunError:

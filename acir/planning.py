@@ -42,10 +42,12 @@ def lowest_reachable_peak(p: Problem) -> int:
     return min(p.no_ac_peak, recomputable_floor(p), probe.evaluation.peak)
 
 
-def resolve_budget(text: str, problem: Problem) -> int:
+def resolve_budget(text: str, problem: Problem, no_ac_peak: int = 0) -> int:
+    """``text`` in bytes; a percentage refers to ``no_ac_peak`` (the graph as given; default:
+    the problem's own no-AC peak)."""
     from acir.budget import parse_budget
 
-    return parse_budget(text).resolve(problem.persistent, problem.no_ac_peak)
+    return parse_budget(text).resolve(problem.persistent, no_ac_peak or problem.no_ac_peak)
 
 
 def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
@@ -60,7 +62,7 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
     p = cands.problem
     if not budget_text and require_budget:
         raise PassFailed(f"{pass_.name} needs a budget, e.g. {pass_.name}{{budget=60%}} or {pass_.name}{{budget=3GiB}}")
-    budget = resolve_budget(budget_text, p) if budget_text else None
+    budget = resolve_budget(budget_text, p, cands.no_ac_peak) if budget_text else None
     floor = lowest_reachable_peak(p)
     t0 = time.perf_counter()
     result = solve(p, budget if budget is not None else p.no_ac_peak)
@@ -80,8 +82,9 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
     module.analyses["plan"] = analyses.Plan(
         revision=module.header.revision, planner=pass_.spec(), budget_bytes=budget if budget is not None else ev.peak,
         predicted_peak_bytes=ev.peak, predicted_recompute_s=ev.recompute_s, solve_s=solve_s,
-        no_ac_peak_bytes=p.no_ac_peak, floor_bytes=floor, tensors=tensors, optimality_gap=result.optimality_gap)
-    return PassResult(False, {"recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
+        no_ac_peak_bytes=cands.no_ac_peak or p.no_ac_peak, floor_bytes=floor, tensors=tensors, optimality_gap=result.optimality_gap)
+    extra = {"loss_heads_fused": cands.fused.total} if cands.fused.total else {}
+    return PassResult(False, {**extra, "recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
                               "predicted_recompute_s": round(ev.recompute_s, 6), "solve_s": round(solve_s, 4)})
 
 

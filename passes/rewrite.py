@@ -31,6 +31,9 @@ Hazards, and how each is handled:
 * ops with several outputs are copied once, and every output used later is bound;
 * the optimizer region is not touched.
 
+Before any of that, the loss heads are computed in place (:mod:`acir.loss_head`): the
+planners planned on that fused view, so the rewrite realises it too.
+
 The graph revision is bumped; a ``profile`` block at the new revision carries each
 copy's run time from its original (the other nodes keep theirs), and ``liveness`` is
 re-run, so ``acir-stats`` shows the simulated peak after the rewrite beside the plan's
@@ -68,6 +71,7 @@ class RewriteStats:
     transient: int = 0          # nested recomputations of dead sources
     rehomed: int = 0            # backward values moved into a copy's storage (views of a recomputed tensor)
     extended: int = 0           # kept tensors a replay reads after their last use (kept alive longer)
+    fused: int = 0              # loss-head places computed in place (acir.loss_head)
 
 
 def _chosen(module: Module, cands: Candidates) -> list[int]:
@@ -150,12 +154,15 @@ def _replay_call(node: Node) -> tuple[str, list, dict]:
 
 
 def rewrite(module: Module) -> RewriteStats:
-    """Insert the plan's recomputations into ``module.graph`` in place (see the module docstring)."""
-    g = module.graph
+    """Fuse the loss heads and insert the plan's recomputations into ``module.graph`` (see the
+    module docstring)."""
+    from acir.simulator import storage_lives
+
     cands = build(module)
+    module.graph = g = cands.graph   # the fused view the plan was made on (the module's own graph if none)
     p = cands.problem
     chosen = set(_chosen(module, cands))
-    stats = RewriteStats(recomputed=len(chosen))
+    stats = RewriteStats(recomputed=len(chosen), fused=cands.fused.total)
     if not chosen:
         return stats
     nodes = g.nodes
@@ -164,7 +171,7 @@ def rewrite(module: Module) -> RewriteStats:
     input_storages = {g.values[i.value].storage for i in g.inputs}
     b = _Builder(g)
     chosen_storages = {cands.storages[i] for i in chosen}
-    last_use = {life.storage: life.last_use for life in module.analyses["liveness"].storages}
+    last_use = {life.storage: life.last_use for life in storage_lives(g)}
     extended: set[int] = set()   # kept sources a replay reads after their last use (they live longer)
 
     by_rank: dict[int, list[int]] = {}
@@ -285,7 +292,7 @@ class Rewrite(Pass):
 
         plan = module.analyses["plan"]
         s = rewrite(module)
-        if s.recomputed == 0:
+        if s.recomputed == 0 and s.fused == 0:
             return PassResult(False, {"recomputed": 0})
         rev = module.header.revision
         prof = _carry_profile(module, rev)
@@ -293,7 +300,7 @@ class Rewrite(Pass):
             module.analyses["profile"] = prof
         Liveness().run(module)
         live = module.analyses["liveness"]
-        return PassResult(True, {"recomputed": s.recomputed, "points": s.points, "copies": s.copies,
+        return PassResult(True, {"loss_heads_fused": s.fused, "recomputed": s.recomputed, "points": s.points, "copies": s.copies,
                                  "transient": s.transient, "rehomed": s.rehomed, "extended": s.extended,
                                  "predicted_peak_bytes": plan.predicted_peak_bytes,
                                  "simulated_peak_bytes": live.simulated_peak_bytes,

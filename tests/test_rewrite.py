@@ -123,11 +123,21 @@ def test_mutwo_plan_runs_within_its_budget(captured, name):
     assert measured_peak(after) <= after.analyses["plan"].budget_bytes
 
 
-def test_nothing_to_recompute_changes_nothing(captured):
+def test_nothing_to_recompute_changes_only_the_loss_head(captured):
+    from acir.loss_head import FUSED_BACKWARD
+
     before = run(captured("mlp"), f"{PROFILE},liveness,keep-all")
     after = run(before, "rewrite")
-    assert after.header.revision == before.header.revision
-    assert [n.id for n in after.graph.nodes] == [n.id for n in before.graph.nodes]
+    ops = [n.op for n in after.graph.nodes]
+    assert ops.count(FUSED_BACKWARD) == 1 and ops.count("aten._log_softmax.out") == 1
+    assert "aten.nll_loss_backward.default" not in ops
+    assert len(ops) == len(before.graph.nodes) - 1 and not any(n.recompute_of is not None for n in after.graph.nodes)
+    assert after.header.revision == before.header.revision + 1
+    assert after.analyses["liveness"].simulated_peak_bytes <= before.analyses["liveness"].simulated_peak_bytes
+    assert check(after).ok
+    # with the loss head already fused, a second rewrite has nothing left to do
+    again = run(run(after, f"{PROFILE},keep-all"), "rewrite")
+    assert [n.id for n in again.graph.nodes] == [n.id for n in after.graph.nodes]
 
 
 # -- random plans --------------------------------------------------------------------------------------
