@@ -177,8 +177,10 @@ def describe_machine(device: str = "cpu") -> dict:
     return d
 
 
-def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -> list[Result]:
-    """Every configuration of every model and batch size; see the module docstring."""
+def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None,
+        done: Callable[[list[Result]], None] | None = None) -> list[Result]:
+    """Every configuration of every model and batch size; see the module docstring. ``done``
+    is called with the results so far after each model and batch size (to save them)."""
     from acir import zoo
 
     specs = config_specs(opts)
@@ -188,6 +190,8 @@ def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -> list
         for b in opts.batch_sizes:
             w = Workload(model, b, seq_len, image_size, opts.optimizer, opts.lr, opts.seed, opts.device)
             results += run_workload(w, specs, opts, log)
+            if done is not None:
+                done(results)
     return results
 
 

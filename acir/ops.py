@@ -24,7 +24,9 @@ def resolve_op(name: str):
         raise RunError(f"bad operator name {name!r}; expected namespace.op.overload")
     ns, op, overload = parts[0], ".".join(parts[1:-1]), parts[-1]
     if ns == "acir":
-        import acir.kernels  # noqa: F401 - registers acir's own operators
+        from acir import kernels
+
+        kernels.register()
     try:
         return getattr(getattr(getattr(torch.ops, ns), op), overload)
     except (AttributeError, RuntimeError):

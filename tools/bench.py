@@ -60,7 +60,8 @@ GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 u
 the process's CPU time per iteration (cpu_s, cpu_change) is recorded: on a shared machine it
 drifts less than wall-clock time.
 
-Writes to -o DIR: results.csv and results.json (every measurement, and in the JSON the machine:
+Writes to -o DIR (the CSV and JSON after every model and batch size, so that a run stopped
+midway keeps what it measured): results.csv and results.json (every measurement, and in the JSON the machine:
 CPU, cores, memory, torch version, malloc setting), memory.png and latency.png (per model,
 memory-MODEL.png and latency-MODEL.png with several models) and scatter.png. Progress goes to
 stderr (-q to silence), the table to stdout.
@@ -222,9 +223,10 @@ def _body(args) -> int:
     machine = describe_machine(opts.device)
     log(f"{machine['cpu']}, {machine['cpus_usable']} CPUs, torch {machine['torch']} ({machine['torch_threads']} "
         f"threads), malloc {machine['malloc']}, device {opts.device}")
-    results = run(opts, log)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}
     settings["command"] = " ".join(["acir-bench", *sys.argv[1:]]) if args.argv_is_cli else ""
+    # written after every model and batch size, so that a long run stopped midway keeps what it measured
+    results = run(opts, log, done=lambda rs: write_results(rs, machine, settings, args.output))
     paths = write_results(results, machine, settings, args.output)
     if not args.no_plots:
         from acir.bench_plots import write_plots
