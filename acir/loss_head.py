@@ -34,7 +34,7 @@ pass, which realises the plan, applies the same fusion first.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from acir.ir import DType, Graph, ValueRef
 
@@ -51,6 +51,7 @@ FUSED_BACKWARD = "acir.log_softmax_nll_backward_.default"
 class FusionStats:
     forward: int = 0    # _log_softmax computed into its dying input
     backward: int = 0   # nll_loss_backward + _log_softmax_backward_data computed into the dying output
+    absorbed: dict[int, int] = field(default_factory=dict)  # removed node id -> the fused node that does its work
 
     @property
     def total(self) -> int:
@@ -108,9 +109,12 @@ def fuse(g: Graph) -> FusionStats:
         dead_storages.add(src)
 
     for node in g.nodes:
-        if node.op == _LSM_BACKWARD and _fuse_backward(g, node, rank, producers, users, by_storage, last_use, nbytes,
-                                                       pinned, dead_nodes, move):
-            stats.backward += 1
+        if node.op == _LSM_BACKWARD:
+            absorbed = _fuse_backward(g, node, rank, producers, users, by_storage, last_use, nbytes, pinned, move)
+            if absorbed is not None:
+                stats.backward += 1
+                stats.absorbed[absorbed] = node.id
+                dead_nodes.add(absorbed)
     for node in g.nodes:
         if node.op == _LOG_SOFTMAX and _fuse_forward(g, node, rank, last_use, nbytes, pinned, move):
             stats.forward += 1
@@ -121,38 +125,38 @@ def fuse(g: Graph) -> FusionStats:
     return stats
 
 
-def _fuse_backward(g, node, rank, producers, users, by_storage, last_use, nbytes, pinned, dead_nodes, move) -> bool:
+def _fuse_backward(g, node, rank, producers, users, by_storage, last_use, nbytes, pinned, move) -> int | None:
+    """Fuse at ``node`` (a _log_softmax_backward_data); the id of the nll_loss_backward node it absorbs."""
     if len(node.args) != 4 or node.kwargs or not isinstance(node.args[0], ValueRef) \
             or not isinstance(node.args[1], ValueRef):
-        return False
+        return None
     grad_ref, out_ref, dim, input_dtype = node.args
     o = g.values[out_ref.id]
     so = o.storage
     outs = node.output_ids()
     if len(o.shape) != 2 or dim not in (1, -1) or not isinstance(input_dtype, DType) or input_dtype.name != o.dtype:
-        return False
+        return None
     if so in pinned or last_use.get(so) != rank[id(node)] or not _whole(o, nbytes[so]) or len(outs) != 1:
-        return False
+        return None
     res = g.values[outs[0]]
     if res.shape != o.shape or res.strides != o.strides or res.dtype != o.dtype or res.storage in pinned:
-        return False
+        return None
     nll = producers.get(grad_ref.id)
     if nll is None or nll.op != _NLL_BACKWARD or len(nll.args) != 7 or nll.kwargs or nll.region is not node.region:
-        return False
+        return None
     grad = g.values[grad_ref.id]
     if [n.id for n in users.get(grad_ref.id, [])] != [node.id] or by_storage.get(grad.storage) != [grad_ref.id]:
-        return False
+        return None
     grad_output, self_ref, target, weight, reduction, ignore_index, total_weight = nll.args
     if not isinstance(self_ref, ValueRef) or g.values[self_ref.id].shape != o.shape:
-        return False
+        return None
     node.op = FUSED_BACKWARD
     node.args = [out_ref, grad_output, target, weight, reduction, ignore_index, total_weight, dim]
-    dead_nodes.add(nll.id)
     del g.values[grad_ref.id]
     by_storage.pop(grad.storage, None)     # the dense gradient's storage is left without values: dropped
     g.storages = [s for s in g.storages if s.id != grad.storage]
     move(res.storage, so)
-    return True
+    return nll.id
 
 
 def _fuse_forward(g, node, rank, last_use, nbytes, pinned, move) -> bool:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import copy
 from collections import ChainMap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from acir import analyses
 from acir.ac_candidates import BATCH_NORMS, Candidates, build
@@ -72,6 +72,7 @@ class RewriteStats:
     rehomed: int = 0            # backward values moved into a copy's storage (views of a recomputed tensor)
     extended: int = 0           # kept tensors a replay reads after their last use (kept alive longer)
     fused: int = 0              # loss-head places computed in place (acir.loss_head)
+    absorbed: dict[int, int] = field(default_factory=dict)  # node id removed by the fusion -> the node doing its work
 
 
 def _chosen(module: Module, cands: Candidates) -> list[int]:
@@ -162,7 +163,7 @@ def rewrite(module: Module) -> RewriteStats:
     module.graph = g = cands.graph   # the fused view the plan was made on (the module's own graph if none)
     p = cands.problem
     chosen = set(_chosen(module, cands))
-    stats = RewriteStats(recomputed=len(chosen), fused=cands.fused.total)
+    stats = RewriteStats(recomputed=len(chosen), fused=cands.fused.total, absorbed=dict(cands.fused.absorbed))
     if not chosen:
         return stats
     nodes = g.nodes
@@ -252,13 +253,16 @@ def _rehome_views(g: Graph, node: Node, home: dict[int, int]) -> int:
     return moved
 
 
-def _carry_profile(module: Module, revision: int) -> analyses.Profile | None:
-    """The old profile's node times, each copy carrying its original's; byte fields and the
-    measured peak belong to the old graph and are left for the simulator (zeros)."""
+def _carry_profile(module: Module, revision: int, absorbed: dict[int, int]) -> analyses.Profile | None:
+    """The old profile's node times, each copy carrying its original's and a fused node the
+    time of the node it absorbed too; byte fields and the measured peak belong to the old
+    graph and are left for the simulator (zeros)."""
     old = module.analyses.get("profile")
     if not isinstance(old, analyses.Profile):
         return None
-    times = old.run_s()
+    times = dict(old.run_s())
+    for gone, into in absorbed.items():
+        times[into] = times.get(into, 0.0) + times.get(gone, 0.0)
     nodes = [analyses.NodeProfile(n.id, times.get(n.recompute_of if n.recompute_of is not None else n.id, 0.0),
                                   0, 0, 0, 0) for n in module.graph.nodes]
     new = copy.copy(old)
@@ -295,7 +299,7 @@ class Rewrite(Pass):
         if s.recomputed == 0 and s.fused == 0:
             return PassResult(False, {"recomputed": 0})
         rev = module.header.revision
-        prof = _carry_profile(module, rev)
+        prof = _carry_profile(module, rev, s.absorbed)
         if prof is not None:
             module.analyses["profile"] = prof
         Liveness().run(module)
