@@ -172,6 +172,8 @@ def _fuse_forward(g, node, rank, last_use, nbytes, pinned, move) -> bool:
         return False
     if x.shape != o.shape or x.dtype != o.dtype or nbytes[sx] != nbytes[so]:
         return False
+    if node.args[1] not in (-1, len(x.shape) - 1):  # checked in place over the last dimension only
+        return False
     if not (_whole(x, nbytes[sx]) and _whole(o, nbytes[so])):
         return False
     node.op = _LOG_SOFTMAX_OUT
