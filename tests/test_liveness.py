@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -159,11 +158,8 @@ def test_missing_liveness_names_the_fix(test_passes):
         _run(small_module(), "needs-liveness")
 
 
-def test_fast_on_15k_nodes():
+def test_liveness_of_15k_nodes():  # how fast: a benchmark's business, not a test's (no timed tests)
     m = big_module()
     p = build_pipeline("liveness")[0]
-    t0 = time.perf_counter()
     p.run(m)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, f"liveness on 15k nodes took {elapsed:.2f}s"
     assert len(m.analyses["liveness"].timeline) == 15003

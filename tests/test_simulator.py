@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -189,13 +188,11 @@ def test_roles_split_the_timeline():
     assert t.peak_rank == t.live.index(max(t.live))
 
 
-def test_fast_on_15k_nodes():
+def test_simulates_15k_nodes():
+    # its speed is a benchmark's business (the brief: no timed tests; a loaded CI machine fails them)
     m = big_module()
-    t0 = time.perf_counter()
     t = simulate(m.graph)
-    elapsed = time.perf_counter() - t0
-    assert len(t.live) == 15003
-    assert elapsed < 0.5, f"simulate on 15k nodes took {elapsed:.2f}s"
+    assert len(t.live) == 15003 and t.peak_bytes >= t.persistent_bytes
 
 
 # ---------------------------------------------------------------------------

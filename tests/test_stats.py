@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
@@ -186,13 +185,11 @@ def test_plot_png_and_svg(tmp_path):
     assert root.tag.endswith("svg") and b"custom" in svg.read_bytes()
 
 
-def test_plot_of_11k_nodes_is_fast(tmp_path):
+def test_plot_of_11k_nodes(tmp_path):  # how fast: a benchmark's business, not a test's (no timed tests)
     m = big_module(2200)  # 11002 nodes
     n = len(m.graph.nodes)
     f = facts_with(m, fake_timeline(n, 7777))
-    t0 = time.perf_counter()
     memory_plot(f, str(tmp_path / "big.png"))
-    assert time.perf_counter() - t0 < 5.0
     assert (tmp_path / "big.png").read_bytes().startswith(b"\x89PNG")
 
 

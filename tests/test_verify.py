@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -150,9 +149,5 @@ def test_verify_one_problem():
         verify(m)
 
 
-def test_verify_15k_nodes_fast():
-    m = big_module()
-    t0 = time.perf_counter()
-    verify(m)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, f"verify of 15k nodes took {elapsed:.2f}s (aim: < 0.5 s)"
+def test_verify_15k_nodes():  # how fast: a benchmark's business, not a test's (no timed tests)
+    verify(big_module())

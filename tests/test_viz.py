@@ -12,7 +12,6 @@ import os
 import pathlib
 import re
 import shutil
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -196,12 +195,10 @@ def test_no_clusters_and_inputs(capsys, artifact):
     assert re.search(r'v0 \[label="fc.weight\\nf32\[4,8\]"', out) and "v0 -> n0" in out
 
 
-def test_dot_of_11k_nodes_is_fast():
+def test_dot_of_11k_nodes():  # how fast: a benchmark's business, not a test's (no timed tests)
     m = big_module(2200)  # 11002 nodes, like resnet152's whole step
-    t0 = time.perf_counter()
     text = to_dot(m, select(m))
     folded = to_dot(m, select(m), collapse_depth=2)
-    assert time.perf_counter() - t0 < 10.0
     assert text.count(" [label=") > 11000 and folded.count("box3d") > 2000
 
 
