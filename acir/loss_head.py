@@ -63,7 +63,8 @@ def fused_view(g: Graph) -> tuple[Graph, FusionStats]:
     if not _matches(g):
         return g, FusionStats()
     view = copy.deepcopy(g)
-    return view, fuse(view)
+    stats = fuse(view)
+    return (view, stats) if stats.total else (g, stats)  # a log_softmax that cannot be fused: no copy
 
 
 def _matches(g: Graph) -> bool:
