@@ -9,7 +9,9 @@ are replayed too, as temporaries (their bytes are the candidate's ``temp``).
 
 What may not be replayed, and why (the reason is recorded in the plan):
 
-* an op that draws random numbers (dropout): a replay draws different numbers;
+* an op that draws random numbers, unless capture saved the generator state before it
+  (:mod:`acir.rng`: dropout's ``bernoulli_``), which the replay then draws from; and the
+  saved state itself;
 * an op that writes to a graph input or to another value (other than the batch-norm
   running statistics, which a replay leaves alone by passing none, and other than
   in-place ops on the tensor being rebuilt, which a replay runs in their functional form):
@@ -34,6 +36,7 @@ from acir.ir import Graph, Module, Region, arg_refs
 from acir.loss_head import FusionStats, fused_view
 from acir.ops import functional_variant, is_random, mutated_args, written_args
 from acir.plan_problem import Problem
+from acir.rng import STATE_OP, linked_states
 
 #: Batch-norm overloads whose running statistics a replay can leave out (pass None).
 BATCH_NORMS = {"aten.native_batch_norm.default": ("running_mean", "running_var"),
@@ -60,7 +63,11 @@ def _fresh(module: Module, name: str):
     return block
 
 
-def _node_reason(op: str, writes_ok: bool) -> str:
+def _node_reason(op: str, writes_ok: bool, replayable: bool = False) -> str:
+    if op == STATE_OP:
+        return "a saved random-number state"
+    if replayable:
+        return ""  # a random op with its saved state: replayed in place with the same draws (acir.rng)
     if is_random(op):
         return f"random op ({op})"
     mutated = mutated_args(op)
@@ -103,6 +110,7 @@ def build(module: Module) -> Candidates:
                 if not w or w[-1] != r:
                     w.append(r)
     mutations = _mutation_ranks(g)
+    rng_states = {r: storage_of[v] for r, v in linked_states(g).items()}  # random op rank -> its state's storage
     acts = [life.storage for life in storage_list if life.activation]
     index = {sid: k for k, sid in enumerate(acts)}
 
@@ -121,7 +129,9 @@ def build(module: Module) -> Candidates:
             for r in ranks:
                 chain.add(r)
                 node = nodes[r]
-                reason = reason or _node_reason(node.op, writes_ok=True)
+                state = rng_states.get(r)
+                replayable = state is not None and lives[state].last_use >= life.first_bw_use
+                reason = reason or _node_reason(node.op, writes_ok=True, replayable=replayable)
                 reason = reason or _writes_elsewhere(node, t, storage_of)
                 reason = reason or _stale_read(node, r, life.first_bw_use, t, index, input_storages,
                                                storage_of, mutations, nodes)

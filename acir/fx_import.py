@@ -7,7 +7,8 @@ tensor an op returns gets a value, used or not, because it is allocated either w
 profiler bookkeeping nodes are dropped. Roles follow storages: a graph input's storage has
 its input's role, a new storage takes the role of where it is created (forward:
 activation; backward: gradient when it ends as a parameter's ``.grad``, else other;
-optimizer: other).
+optimizer: other). Every dropout draw gets a saved random-number state
+(:func:`acir.rng.insert_state_nodes`), so that a recomputation can replay it.
 """
 
 from __future__ import annotations
@@ -203,4 +204,7 @@ def import_step(traced: TracedStep) -> Graph:
         g.nodes.append(node)
         env[fxn] = outs
         module = marks.get(fxn, module)
+    from acir.rng import insert_state_nodes
+
+    insert_state_nodes(g)  # so that a recomputation can replay dropout's draws (acir.rng)
     return g

@@ -23,7 +23,7 @@ import torch
 #: The most bytes of ``nll_loss_backward`` gradient alive at once inside the operator.
 BLOCK_BYTES = 1 << 20
 
-_LIB = torch.library.Library("acir", "DEF")  # registered on import; register() names that for callers
+_LIB = torch.library.Library("acir", "FRAGMENT")  # defined on import (acir.ops.resolve_op imports this)
 _LIB.define("log_softmax_nll_backward_(Tensor(a!) output, Tensor grad_output, Tensor target, Tensor? weight, "
             "int reduction, SymInt ignore_index, Tensor total_weight, int dim) -> Tensor(a!)")
 
@@ -55,7 +55,3 @@ def _meta(output, grad_output, target, weight, reduction, ignore_index, total_we
 
 _LIB.impl("log_softmax_nll_backward_", log_softmax_nll_backward_, "CompositeExplicitAutograd")
 _LIB.impl("log_softmax_nll_backward_", _meta, "Meta")
-
-
-def register() -> None:
-    """Make ``torch.ops.acir`` resolvable (importing this module did it)."""

@@ -13,6 +13,8 @@ keeps, even when unused:
   the RNG stream, so every later random op - and the gradients - would differ from the
   uncheckpointed run;
 * ops outside aten/prims whose schema cannot be found: nothing is known about them;
+* ``acir::keep_rng_states``: it keeps dropout's saved generator states alive for replays
+  (:mod:`acir.rng`);
 * nodes with an output in a graph input's storage: a functionalised write-back to a
   parameter, buffer or optimizer state (the optimizer step has no other "use").
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from acir.ir import Graph, Module, Node
 from acir.ops import is_random
+from acir.rng import KEEP_OP
 from acir.pass_manager import Pass, PassResult
 
 _KNOWN_NAMESPACES = ("aten", "prims")
@@ -50,7 +53,7 @@ def _schema_mutable(op: str) -> bool | None:
 
 def has_side_effects(node: Node, input_storages: set[int], graph: Graph) -> bool:
     """True when removing ``node`` could change what the iteration does, beyond its outputs."""
-    if is_random(node.op):
+    if is_random(node.op) or node.op == KEEP_OP:
         return True
     mutable = _schema_mutable(node.op)
     if mutable is None:

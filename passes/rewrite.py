@@ -27,7 +27,9 @@ Hazards, and how each is handled:
   was interleaved into the backward);
 * batch-norm in training mode is replayed without its running statistics (``None``), so
   they are updated once, by the forward: the batch statistics and output are the same;
-* random ops (dropout) are never in a chain: the planner keeps what they make;
+* a random op (dropout's ``bernoulli_``) is replayed from the generator state capture
+  saved before it, which puts the generator back afterwards (:mod:`acir.rng`): the same
+  draws, and no later draw changes; random ops without a saved state are never in a chain;
 * ops with several outputs are copied once, and every output used later is bound;
 * the optimizer region is not touched.
 
@@ -52,6 +54,7 @@ from acir.errors import PassFailed
 from acir.ir import Graph, Module, Node, Region, Storage, Value, ValueRef, arg_refs
 from acir.pass_manager import Pass, PassResult
 from acir.plan_problem import recompute_set
+from acir.rng import REPLAY, linked_states, replay_call
 
 __all__ = ["Rewrite", "rewrite"]
 
@@ -132,9 +135,14 @@ def _remap(arg, env):
     return arg
 
 
-def _replay_call(node: Node) -> tuple[str, list, dict]:
-    """The op and arguments a replay of ``node`` runs (batch-norm without running statistics)."""
+def _replay_call(node: Node, rng_state: int | None = None) -> tuple[str, list, dict]:
+    """The op and arguments a replay of ``node`` runs (batch-norm without running statistics,
+    a random op from its saved generator state ``rng_state``)."""
     args, kwargs = list(node.args), dict(node.kwargs)
+    if node.op in REPLAY:
+        if rng_state is None:
+            raise PassFailed(f"internal: {node.name} ({node.op}) is replayed without its saved random-number state")
+        return replay_call(node, ValueRef(rng_state))
     spec = _NO_STATS.get(node.op)
     if spec is None:
         if node.op in BATCH_NORMS:
@@ -173,6 +181,7 @@ def rewrite(module: Module) -> RewriteStats:
     b = _Builder(g)
     chosen_storages = {cands.storages[i] for i in chosen}
     last_use = {life.storage: life.last_use for life in storage_lives(g)}
+    rng_states = linked_states(g)
     extended: set[int] = set()   # kept sources a replay reads after their last use (they live longer)
 
     by_rank: dict[int, list[int]] = {}
@@ -194,7 +203,7 @@ def rewrite(module: Module) -> RewriteStats:
         copies: list[Node] = []
         for r in ranks:
             node = nodes[r]
-            op, args, kwargs = _replay_call(node)
+            op, args, kwargs = _replay_call(node, rng_states.get(r))
             for vid in arg_refs(args) + arg_refs(list(kwargs.values())):
                 if vid in env:
                     continue
@@ -283,8 +292,8 @@ class Rewrite(Pass):
     into the backward just before its first backward use (one copy per recomputation
     point, serving every later use), points the backward at the copy and lets the
     original die after its last forward use. Copies are BACKWARD nodes with
-    ``recompute_of`` set. Batch-norm replays leave the running statistics alone; random
-    ops are never replayed. Bumps the revision, carries node times to the copies in a
+    ``recompute_of`` set. Batch-norm replays leave the running statistics alone; dropout
+    is replayed from its saved generator state. Bumps the revision, carries node times to the copies in a
     new ``profile`` block and re-runs ``liveness``.
     """
 

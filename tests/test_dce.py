@@ -115,6 +115,22 @@ def test_keeps_random_ops_even_when_unused() -> None:
                       "aten.sum.default"]
 
 
+def test_keeps_the_saved_rng_states_for_dropout_replays() -> None:
+    """acir.rng: the states have no reader but the node that keeps them alive, which has no output."""
+    b = Builder()
+    x = b.input("x")
+    mask = b.node("aten.empty_like.default", x)
+    state = b.node("acir.rng_state.default", mask, shape=(5056,))
+    b.node("aten.bernoulli_.float", mask, 0.5, alias_of=mask)
+    y = b.node("aten.mul.Tensor", x, mask)
+    b.g.nodes.append(Node(len(b.g.nodes), "keep", "acir.keep_rng_states.default", [[ValueRef(state)]], {}, None,
+                          Region.BACKWARD))
+    m = b.module(y)
+    assert not DeadCodeElimination().run(m).modified
+    assert ops(m)[1:] == ["acir.rng_state.default", "aten.bernoulli_.float", "aten.mul.Tensor",
+                          "acir.keep_rng_states.default"]
+
+
 def test_keeps_unknown_namespaces_but_judges_unknown_aten_names_by_the_inplace_rule() -> None:
     b = Builder()
     x = b.input("x")

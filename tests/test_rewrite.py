@@ -230,16 +230,54 @@ def test_views_of_a_recomputed_tensor_move_into_the_copy(hazard, monkeypatch):
     assert measured_peak(broken) != broken.analyses["liveness"].simulated_peak_bytes
 
 
-def test_random_ops_are_never_replayed(captured):
+def _dropout_candidates(module):
     from acir.ac_candidates import build
 
+    cands = build(module)
+    random = {r for r, n in enumerate(cands.graph.nodes) if "bernoulli" in n.op}
+    return cands, [k for k, chain in enumerate(cands.chains) if set(chain) & random]
+
+
+def test_dropout_is_replayed_with_its_saved_draws(captured):
+    """A dropout mask recomputed in the backward draws what the forward drew (acir.rng): the
+    step is bit-identical, and the generator ends where it would have without the replay."""
     before = run(captured("user"), f"{PROFILE},liveness")
-    cands = build(before)
-    random = [k for k, r in enumerate(cands.reasons) if r.startswith("random op")]
-    assert random
-    m = with_plan(before, {cands.storages[random[0]]})
+    cands, dropout = _dropout_candidates(before)
+    assert dropout and all(cands.problem.allowed[k] for k in dropout)
+    after = run(with_plan(before, {cands.storages[k] for k in dropout}), "rewrite")
+    replays = [n for n in after.graph.nodes if n.op == "acir.bernoulli_replay_.default"]
+    assert replays and all(n.region is Region.BACKWARD for n in replays)
+    _assert_sound(before, after)
+    assert _rng_state_after_step(after).equal(_rng_state_after_step(before))
+
+
+def _rng_state_after_step(module):
+    import torch
+
+    from acir.lower_fx import BoundStep
+    from acir.rebuild import rebuild
+
+    model, opt, _, batch = rebuild(module.header.provenance)
+    step = BoundStep(module, model, opt)
+    torch.manual_seed(7)
+    step(batch)
+    return torch.get_rng_state()
+
+
+def test_the_rng_states_are_kept_and_a_random_op_without_one_is_not_replayed(captured):
+    from acir.rng import KEEP_OP
+
+    before = run(captured("user"), f"{PROFILE},liveness")
+    cands, _ = _dropout_candidates(before)
+    assert "a saved random-number state" in cands.reasons
+    # without the node that keeps the states alive, the mask is a random op's again
+    m = copy.deepcopy(captured("user"))
+    m.graph.nodes = [n for n in m.graph.nodes if n.op != KEEP_OP]
+    m = run(m, f"{PROFILE},liveness")
+    cands, dropout = _dropout_candidates(m)
+    assert dropout and all(cands.reasons[k].startswith("random op") for k in dropout)
     with pytest.raises(Exception, match="must be kept: random op"):
-        run(m, "rewrite")
+        run(with_plan(m, {cands.storages[dropout[0]]}), "rewrite")
 
 
 def test_rewrite_needs_a_plan(captured):
