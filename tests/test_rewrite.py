@@ -179,7 +179,7 @@ def test_batch_norm_replay_leaves_running_statistics_alone(hazard, monkeypatch):
 
     from acir.passes import rewrite as rw
 
-    monkeypatch.setattr(rw, "_replay_call", lambda node: (node.op, list(node.args), dict(node.kwargs)))
+    monkeypatch.setattr(rw, "_replay_call", lambda node, rng_state=None: (node.op, list(node.args), dict(node.kwargs)))
     report = check(run(before, "rewrite"))
     assert not report.ok and "running_mean" in report.summary()
 
