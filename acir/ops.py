@@ -24,7 +24,10 @@ def resolve_op(name: str):
         raise RunError(f"bad operator name {name!r}; expected namespace.op.overload")
     ns, op, overload = parts[0], ".".join(parts[1:-1]), parts[-1]
     if ns == "acir":
-        from acir import kernels, rng  # noqa: F401  (importing them defines torch.ops.acir)
+        import importlib
+
+        for defining in ("acir.kernels", "acir.rng"):  # importing them defines torch.ops.acir
+            importlib.import_module(defining)
     try:
         return getattr(getattr(getattr(torch.ops, ns), op), overload)
     except (AttributeError, RuntimeError):
