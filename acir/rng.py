@@ -78,14 +78,15 @@ _LIB.impl("keep_rng_states", _keep_rng_states, "CompositeExplicitAutograd")
 _LIB.impl("bernoulli_replay_", _bernoulli_replay_, "CompositeExplicitAutograd")
 
 
-def insert_state_nodes(g: Graph) -> int:
-    """Give every forward op in :data:`REPLAY` a saved state (see the module docstring); the
-    number of states added. Node ids are renumbered in order, as capture leaves them."""
+def insert_state_nodes(g: Graph) -> None:
+    """Give every forward op in :data:`REPLAY` a saved state (see the module docstring).
+    Node ids are renumbered in order, as capture leaves them."""
     nodes: list[Node] = []
     states: list[ValueRef] = []
     last_bw = max((r for r, n in enumerate(g.nodes) if n.region is Region.BACKWARD), default=-1)
     names = {n.name for n in g.nodes}
     sizes: dict[str, int] = {}
+    vid = max(g.values, default=-1)
     for r, node in enumerate(g.nodes):
         if _replayable(node) and last_bw >= 0:
             like = node.args[0]
@@ -94,7 +95,7 @@ def insert_state_nodes(g: Graph) -> int:
                 sizes[device] = state_bytes(device)
             sid = len(g.storages)
             g.storages.append(Storage(sid, sizes[device], "cpu"))
-            vid = max(g.values, default=-1) + 1
+            vid += 1
             g.values[vid] = Value(vid, (sizes[device],), "uint8", (1,), sid, 0, sizes[device],
                                   g.values[like.id].role)
             name = _fresh(f"{node.name}_rng_state", names)
@@ -108,7 +109,6 @@ def insert_state_nodes(g: Graph) -> int:
     for i, node in enumerate(nodes):
         node.id = i
     g.nodes = nodes
-    return len(states)
 
 
 def _fresh(base: str, names: set[str]) -> str:
@@ -131,12 +131,12 @@ def _replayable(node: Node) -> bool:
             and isinstance(node.args[0], ValueRef) and node.kwargs.get("generator") is None)
 
 
-def linked_states(g: Graph, ranks=None) -> dict[int, int]:
+def linked_states(g: Graph) -> dict[int, int]:
     """Forward rank of a replayable random op -> the value id of its saved state (the
     ``rng_state`` node just before it, on the same first argument)."""
     out: dict[int, int] = {}
     nodes = g.nodes
-    for r in (range(1, len(nodes)) if ranks is None else ranks):
+    for r in range(1, len(nodes)):
         node, prev = nodes[r], nodes[r - 1]
         if prev.op != STATE_OP or not _replayable(node):
             continue

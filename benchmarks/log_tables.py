@@ -42,24 +42,6 @@ def parse(lines, model: str):
     return peaks, times, failed
 
 
-def table(peaks, times, failed) -> str:
-    out = ["| batch | configuration | peak (MiB) | vs no AC | latency (s) | vs no AC | rounds |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
-    for b in sorted(set(peaks) | set(failed)):
-        base_peak = peaks.get(b, {}).get("noac")
-        base_t = times.get(b, {}).get("noac")
-        for name, peak in peaks.get(b, {}).items():
-            ts = times.get(b, {}).get(name)
-            lat = statistics.median(ts) if ts else None
-            dp = f"{100 * (peak / base_peak - 1):+.1f}%" if base_peak else ""
-            dt = f"{100 * (lat / statistics.median(base_t) - 1):+.1f}%" if lat and base_t else ""
-            out.append(f"| {b} | {name} | {peak:.1f} | {dp} | {'' if lat is None else f'{lat:.2f}'} | {dt} | "
-                       f"{len(ts) if ts else 0} |")
-        for name, why in failed.get(b, {}).items():
-            out.append(f"| {b} | {name} | failed: {why[:160]} | | | | |")
-    return "\n".join(out)
-
-
 def rows(model: str, peaks, times, failed, malloc: str = "", device: str = "cpu") -> list[dict]:
     """The log's measurements as acir.bench.Result rows (what --replot reads)."""
     from acir.bench import Result
@@ -82,6 +64,20 @@ def rows(model: str, peaks, times, failed, malloc: str = "", device: str = "cpu"
     return out
 
 
+def table(rows_: list[dict]) -> str:
+    out = ["| batch | configuration | peak (MiB) | vs no AC | latency (s) | vs no AC | rounds |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    pct = lambda x: "" if x is None else f"{100 * x:+.1f}%"  # noqa: E731
+    for r in rows_:
+        if r["status"] != "ok":
+            out.append(f"| {r['batch_size']} | {r['config']} | failed: {r['reason'][:160]} | | | | |")
+            continue
+        lat = "" if r["latency_s"] is None else f"{r['latency_s']:.2f}"
+        out.append(f"| {r['batch_size']} | {r['config']} | {r['peak_mib']:.1f} | {pct(r['peak_change'])} | {lat} | "
+                   f"{pct(r['latency_change'])} | {r['iters']} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str]) -> None:
     import argparse
     import json
@@ -93,15 +89,15 @@ def main(argv: list[str]) -> None:
     a = ap.parse_args(argv)
     with open(a.log) as f:
         lines = f.readlines()
-    parsed = parse(lines, a.model)
     setting = next((m for m in map(_SETTING.search, lines) if m), None)
-    print(table(*parsed))
+    found = rows(a.model, *parse(lines, a.model), *(setting.groups() if setting else ()))
+    print(table(found))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": {}, "settings": {"source": f"progress log {a.log}: peaks rounded to 0.1 MiB, "
                                                              "median latency over the timed rounds; no CPU time, "
                                                              "no bit-identity check"},
-                       "results": rows(a.model, *parsed, *(setting.groups() if setting else ()))}, f, indent=1)
+                       "results": found}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -293,8 +293,8 @@ class Rewrite(Pass):
     point, serving every later use), points the backward at the copy and lets the
     original die after its last forward use. Copies are BACKWARD nodes with
     ``recompute_of`` set. Batch-norm replays leave the running statistics alone; dropout
-    is replayed from its saved generator state. Bumps the revision, carries node times to the copies in a
-    new ``profile`` block and re-runs ``liveness``.
+    is replayed from its saved generator state. Bumps the revision, carries node times to
+    the copies in a new ``profile`` block and re-runs ``liveness``.
     """
 
     name = "rewrite"
