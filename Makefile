@@ -33,6 +33,6 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 regen-proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -Ischemas --python_out=acir/_proto schemas/acir.proto
+	$(BIN)/python -m grpc_tools.protoc -Ischemas --python_out=acir/ir/_proto schemas/acir.proto
 
 .PHONY: install demo test regen-proto

@@ -1,7 +1,7 @@
 """acir: activation checkpointing for PyTorch training, as a compiler pipeline.
 
-A whole training iteration is captured into an annotated graph IR (:mod:`acir.ir`),
-saved as protobuf (:mod:`acir.serde`), transformed by passes, and lowered back to a
+A whole training iteration is captured into an annotated graph IR (:mod:`acir.ir.graph`),
+saved as protobuf (:mod:`acir.ir.serde`), transformed by passes, and lowered back to a
 runnable ``torch.fx.GraphModule`` (:mod:`acir.lower`). Heavy modules (torch) are
 imported lazily so that ``import acir`` and the CLIs' ``--help`` stay fast.
 """
@@ -15,28 +15,28 @@ __all__ = ["__version__", "capture", "compile", "load", "lower", "save"]
 
 def load(path: str):
     """Read an artifact (binary or text) from ``path``."""
-    from acir.artifact import read_path
+    from acir.ir.artifact import read_path
 
     return read_path(path)
 
 
 def save(module, path: str) -> None:
     """Write ``module`` to ``path`` as a binary artifact."""
-    from acir.artifact import write_path
+    from acir.ir.artifact import write_path
 
     write_path(module, path)
 
 
 def capture(*args, **kwargs):
-    """Capture one training iteration into a Module; see :func:`acir.capture_step.capture`."""
-    from acir.capture_step import capture as _capture
+    """Capture one training iteration into a Module; see :func:`acir.frontend.step.capture`."""
+    from acir.frontend.step import capture as _capture
 
     return _capture(*args, **kwargs)
 
 
 def lower(module):
-    """Rebuild a ``torch.fx.GraphModule`` from a Module; see :func:`acir.lower_fx.lower`."""
-    from acir.lower_fx import lower as _lower
+    """Rebuild a ``torch.fx.GraphModule`` from a Module; see :func:`acir.runtime.lower.lower`."""
+    from acir.runtime.lower import lower as _lower
 
     return _lower(module)
 

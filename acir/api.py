@@ -29,14 +29,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from acir.ir import Module, Provenance
+from acir.ir.graph import Module, Provenance
 
 
 class Step:
     """A compiled training step: ``loss = step(batch)``. ``step.module`` is its acir IR."""
 
     def __init__(self, module: Module, model, optimizer) -> None:
-        from acir.lower_fx import BoundStep
+        from acir.runtime.lower import BoundStep
 
         self.module = module
         self._bound = BoundStep(module, model, optimizer)
@@ -61,8 +61,8 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
     with ``budget``, planned by ``planner`` and rewritten to fit it."""
     import torch
 
-    from acir.capture_step import module_from_workload
-    from acir.optim import optimizer_options, prepare
+    from acir.frontend.step import module_from_workload
+    from acir.frontend.optim import optimizer_options, prepare
 
     prepare(optimizer)
     device = str(next(model.parameters()).device) if any(True for _ in model.parameters()) else "cpu"
@@ -71,11 +71,11 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
                       torch_version=torch.__version__)
     module = module_from_workload(model, optimizer, loss_fn, example_batch, prov)
     if schedule == "interleaved":
-        from acir.capture_step import interleave
+        from acir.frontend.step import interleave
 
         interleave(module)
     if verify:
-        from acir.verify import verify as verify_ir
+        from acir.ir.verify import verify as verify_ir
 
         verify_ir(module)
     if budget is not None:
@@ -90,10 +90,10 @@ def _plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, plan
     import torch
 
     from acir.errors import ParseError
-    from acir.pass_manager import PassManager
+    from acir.pipeline.manager import PassManager
     from acir.passes.profile import profile_step
-    from acir.pipeline import PassSpec
-    from acir.registry import instantiate, pass_class
+    from acir.pipeline.syntax import PassSpec
+    from acir.pipeline.registry import instantiate, pass_class
 
     cls = pass_class(planner)
     if "budget" not in [o.key for o in cls.options()]:

@@ -17,8 +17,8 @@ import time
 def main() -> None:
     import torch
 
-    from acir.loss_head import FUSED_BACKWARD
-    from acir.ops import resolve_op
+    from acir.analysis.loss_head import FUSED_BACKWARD
+    from acir.ir.ops import resolve_op
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)

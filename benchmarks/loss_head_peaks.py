@@ -3,7 +3,7 @@
     python benchmarks/loss_head_peaks.py "bert-base --seq-len 128 -b 16" "gpt2 --seq-len 256 -b 4"
 
 Each argument is acir-capture's model and options. Prints the simulated peak of the graph as
-captured and of its fused view (acir.loss_head), and the persistent bytes. These are the
+captured and of its fused view (acir.analysis.loss_head), and the persistent bytes. These are the
 simulator's figures (it equals the tracker's measured peak on every graph the tests run);
 measure with acir-run --measure to report a measured saving.
 """
@@ -15,9 +15,9 @@ import sys
 
 
 def main(specs: list[str]) -> None:
-    from acir.capture_step import CaptureOptions, capture
-    from acir.loss_head import fused_view
-    from acir.simulator import simulate, storage_lives
+    from acir.frontend.step import CaptureOptions, capture
+    from acir.analysis.loss_head import fused_view
+    from acir.analysis.simulator import simulate, storage_lives
     from acir.tools.capture import _parser as capture_parser
 
     for spec in specs:

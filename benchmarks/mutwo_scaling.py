@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from acir.passes.mutwo.solver import solve
-from acir.plan_problem import Problem
+from acir.analysis.problem import Problem
 
 RANKS_PER_CANDIDATE = 18
 
@@ -97,8 +97,8 @@ def deep_resnet_artifacts(out: str) -> list[tuple[str, str]]:
 
 def graphs(artifacts: list[tuple[str, str]], budgets: list[str], reps: int) -> int:
     import acir
-    from acir.ac_candidates import build
-    from acir.planning import lowest_reachable_peak, resolve_budget
+    from acir.analysis.candidates import build
+    from acir.passes.planner_base import lowest_reachable_peak, resolve_budget
 
     rows = []
     print(f"| graph | activations | ranks | budget | picks | feasible | wall s (median of {reps}) | cpu s |")

@@ -1,4 +1,4 @@
-"""μ-TWO's plans with and without dropout replay (acir.rng), from one capture and one profile.
+"""μ-TWO's plans with and without dropout replay (acir.ir.rng), from one capture and one profile.
 
     python benchmarks/rng_replay_plans.py "bert-base --seq-len 128 -b 16" 2076.7MiB 2900MiB
 
@@ -20,11 +20,11 @@ import sys
 
 
 def main(spec: str, budgets: list[str]) -> None:
-    from acir.capture_step import CaptureOptions, capture
+    from acir.frontend.step import CaptureOptions, capture
     from acir.errors import PassFailed
-    from acir.pass_manager import PassManager
-    from acir.registry import build_pipeline
-    from acir.rng import KEEP_OP
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
+    from acir.ir.rng import KEEP_OP
     from acir.tools.capture import _parser as capture_parser
 
     a = capture_parser().parse_args(shlex.split(spec))

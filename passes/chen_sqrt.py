@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from acir.planning import FixedPlanner
-from acir.plan_problem import Problem
+from acir.passes.planner_base import FixedPlanner
+from acir.analysis.problem import Problem
 
 __all__ = ["ChenSqrt", "chen_sqrt"]
 

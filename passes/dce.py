@@ -14,7 +14,7 @@ keeps, even when unused:
   uncheckpointed run;
 * ops outside aten/prims whose schema cannot be found: nothing is known about them;
 * ``acir::keep_rng_states``: it keeps dropout's saved generator states alive for replays
-  (:mod:`acir.rng`);
+  (:mod:`acir.ir.rng`);
 * nodes with an output in a graph input's storage: a functionalised write-back to a
   parameter, buffer or optimizer state (the optimizer step has no other "use").
 
@@ -26,10 +26,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from acir.ir import Graph, Module, Node
-from acir.ops import is_random
-from acir.rng import KEEP_OP
-from acir.pass_manager import Pass, PassResult
+from acir.ir.graph import Graph, Module, Node
+from acir.ir.ops import is_random
+from acir.ir.rng import KEEP_OP
+from acir.pipeline.manager import Pass, PassResult
 
 _KNOWN_NAMESPACES = ("aten", "prims")
 

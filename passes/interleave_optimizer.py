@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from acir.ir import Module, Region
-from acir.pass_manager import Pass, PassResult
+from acir.ir.graph import Module, Region
+from acir.pipeline.manager import Pass, PassResult
 
 
 class _UnionFind:

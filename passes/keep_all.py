@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acir.planning import FixedPlanner
-from acir.plan_problem import Problem
+from acir.passes.planner_base import FixedPlanner
+from acir.analysis.problem import Problem
 
 __all__ = ["KeepAll"]
 

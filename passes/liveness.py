@@ -3,7 +3,7 @@
 Every planner asks the same questions of a graph - which storages are activations, how
 long each sits idle between its last forward and first backward use, and where the
 memory peak is and what it is made of - so they are answered once, here, by the static
-simulator (:mod:`acir.simulator`), and kept in the artifact as the ``liveness`` block,
+simulator (:mod:`acir.analysis.simulator`), and kept in the artifact as the ``liveness`` block,
 stamped with the graph revision. Inactive times need run times: they come from the
 ``profile`` block when one computed at the current revision is present, and are zero
 otherwise (``used_profile`` says which). The graph is not changed.
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acir import analyses
-from acir.ir import Module
-from acir.pass_manager import Pass, PassResult
-from acir.simulator import simulate, storage_lives
+from acir.ir import analyses
+from acir.ir.graph import Module
+from acir.pipeline.manager import Pass, PassResult
+from acir.analysis.simulator import simulate, storage_lives
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The ``profile`` pass: measured run time and memory of every node, on the real model.
 
 The model, batch and optimizer are rebuilt from the artifact's provenance (as
-``acir-run`` does) and the graph runs node by node (:mod:`acir.node_runner`): after
+``acir-run`` does) and the graph runs node by node (:mod:`acir.runtime.node_runner`): after
 ``warmup`` iterations, ``reps`` timed iterations give each node's median time; one more
 iteration under the live-storage tracker gives the bytes each node allocates and frees,
 the live bytes after it, and the measured peak. Finally the lowered ``torch.fx`` step runs
@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from acir.ir import Module
-from acir.pass_manager import Pass, PassResult
+from acir.ir.graph import Module
+from acir.pipeline.manager import Pass, PassResult
 
 
 def _progress(msg: str) -> None:
@@ -39,7 +39,7 @@ class Profile(Pass):
 
     def run(self, module: Module) -> PassResult:
         from acir.errors import PassFailed
-        from acir.rebuild import provenance_for, rebuild
+        from acir.frontend.rebuild import provenance_for, rebuild
 
         if self.reps < 1 or self.warmup < 0:
             raise PassFailed("profile: reps must be at least 1 and warmup at least 0")
@@ -62,10 +62,10 @@ def profile_step(module: Module, model, opt, batch, reps: int = 5, warmup: int =
     (which the runs update in place: pass copies when they must stay as they are)."""
     import torch
 
-    from acir import analyses
-    from acir.lower_fx import BoundStep
-    from acir.measure import malloc_setting, measure_latency
-    from acir.node_runner import NodeRunner, memory_by_node, time_nodes
+    from acir.ir import analyses
+    from acir.runtime.lower import BoundStep
+    from acir.runtime.measure import malloc_setting, measure_latency
+    from acir.runtime.node_runner import NodeRunner, memory_by_node, time_nodes
 
     device = module.header.provenance.device
     step = BoundStep(module, model, opt)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acir.planning import FixedPlanner
-from acir.plan_problem import Problem
+from acir.passes.planner_base import FixedPlanner
+from acir.analysis.problem import Problem
 
 __all__ = ["RecomputeAll", "recompute_all"]
 

@@ -1,12 +1,12 @@
 """The ``rewrite`` pass: realise a plan by copying forward subgraphs into the backward.
 
 For every activation the ``plan`` block marks RECOMPUTE, the forward nodes that made it
-(its *chain*, see :mod:`acir.ac_candidates`: its defining op, the views and in-place ops
+(its *chain*, see :mod:`acir.analysis.candidates`: its defining op, the views and in-place ops
 on it, and the intermediates they need that are dead by the backward) are copied into
 the backward just before its first backward use, reading its recompute sources; every
 backward use then reads the copy, so the original is freed after its last forward use.
 
-The schedule is exactly the one :func:`acir.plan_problem.evaluate` prices, so that the
+The schedule is exactly the one :func:`acir.analysis.problem.evaluate` prices, so that the
 simulated peak after the rewrite can be checked against the plan's prediction:
 
 * all recomputations before one backward node form one *recomputation point*; each
@@ -28,12 +28,12 @@ Hazards, and how each is handled:
 * batch-norm in training mode is replayed without its running statistics (``None``), so
   they are updated once, by the forward: the batch statistics and output are the same;
 * a random op (dropout's ``bernoulli_``) is replayed from the generator state capture
-  saved before it, which puts the generator back afterwards (:mod:`acir.rng`): the same
+  saved before it, which puts the generator back afterwards (:mod:`acir.ir.rng`): the same
   draws, and no later draw changes; random ops without a saved state are never in a chain;
 * ops with several outputs are copied once, and every output used later is bound;
 * the optimizer region is not touched.
 
-Before any of that, the loss heads are computed in place (:mod:`acir.loss_head`): the
+Before any of that, the loss heads are computed in place (:mod:`acir.analysis.loss_head`): the
 planners planned on that fused view, so the rewrite realises it too.
 
 The graph revision is bumped; a ``profile`` block at the new revision carries each
@@ -48,13 +48,13 @@ import copy
 from collections import ChainMap
 from dataclasses import dataclass, field
 
-from acir import analyses
-from acir.ac_candidates import BATCH_NORMS, Candidates, build
+from acir.ir import analyses
+from acir.analysis.candidates import BATCH_NORMS, Candidates, build
 from acir.errors import PassFailed
-from acir.ir import Graph, Module, Node, Region, Storage, Value, ValueRef, arg_refs
-from acir.pass_manager import Pass, PassResult
-from acir.plan_problem import recompute_set
-from acir.rng import REPLAY, linked_states, replay_call
+from acir.ir.graph import Graph, Module, Node, Region, Storage, Value, ValueRef, arg_refs
+from acir.pipeline.manager import Pass, PassResult
+from acir.analysis.problem import recompute_set
+from acir.ir.rng import REPLAY, linked_states, replay_call
 
 __all__ = ["Rewrite", "rewrite"]
 
@@ -74,7 +74,7 @@ class RewriteStats:
     transient: int = 0          # nested recomputations of dead sources
     rehomed: int = 0            # backward values moved into a copy's storage (views of a recomputed tensor)
     extended: int = 0           # kept tensors a replay reads after their last use (kept alive longer)
-    fused: int = 0              # loss-head places computed in place (acir.loss_head)
+    fused: int = 0              # loss-head places computed in place (acir.analysis.loss_head)
     absorbed: dict[int, int] = field(default_factory=dict)  # node id removed by the fusion -> the node doing its work
 
 
@@ -165,7 +165,7 @@ def _replay_call(node: Node, rng_state: int | None = None) -> tuple[str, list, d
 def rewrite(module: Module) -> RewriteStats:
     """Fuse the loss heads and insert the plan's recomputations into ``module.graph`` (see the
     module docstring)."""
-    from acir.simulator import storage_lives
+    from acir.analysis.simulator import storage_lives
 
     cands = build(module)
     module.graph = g = cands.graph   # the fused view the plan was made on (the module's own graph if none)

@@ -23,7 +23,7 @@ TINY = {
 @pytest.fixture(scope="session")
 def captured():
     """name -> Module, captured lazily once per session."""
-    from acir.capture_step import CaptureOptions, capture
+    from acir.frontend.step import CaptureOptions, capture
 
     cache: dict = {}
 

@@ -10,11 +10,11 @@ is the golden file ``tests/golden/small.acir.txt``.
 
 from __future__ import annotations
 
-from acir.ir import (
+from acir.ir.graph import (
     DTYPE_SIZE, INPUT_ROLE, Arg, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
     MemoryFormat, Module, Node, Provenance, Region, Role, Storage, Value, ValueRef,
 )
-from acir.text import contiguous_strides
+from acir.ir.text import contiguous_strides
 
 
 class GraphBuilder:

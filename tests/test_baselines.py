@@ -12,11 +12,11 @@ import dataclasses
 import pytest
 from test_optimal import chain_module, hand_problem, plan_with
 
-from acir.analyses import Decision
+from acir.ir.analyses import Decision
 from acir.passes.chen_sqrt import chen_sqrt
 from acir.passes.recompute_all import recompute_all
-from acir.plan_problem import Problem, evaluate
-from acir.registry import build_pipeline
+from acir.analysis.problem import Problem, evaluate
+from acir.pipeline.registry import build_pipeline
 
 
 def chain_problem(k: int, order: list[int] | None = None) -> Problem:

@@ -129,7 +129,7 @@ def test_find_blocks():
     import torchvision
     from torch import nn
 
-    from acir.bench_configs import BenchError, checkpoint_blocks, find_blocks
+    from acir.bench.configs import BenchError, checkpoint_blocks, find_blocks
 
     r18 = torchvision.models.resnet18(weights=None)
     blocks = find_blocks(r18)

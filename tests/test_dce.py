@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from acir.ir import (
+from acir.ir.graph import (
     Graph, GraphInput, Header, InputKind, INPUT_ROLE, Module, Node, Region, Role, Storage, Value, ValueRef,
 )
 from acir.passes.dce import DeadCodeElimination, has_side_effects
@@ -116,7 +116,7 @@ def test_keeps_random_ops_even_when_unused() -> None:
 
 
 def test_keeps_the_saved_rng_states_for_dropout_replays() -> None:
-    """acir.rng: the states have no reader but the node that keeps them alive, which has no output."""
+    """acir.ir.rng: the states have no reader but the node that keeps them alive, which has no output."""
     b = Builder()
     x = b.input("x")
     mask = b.node("aten.empty_like.default", x)

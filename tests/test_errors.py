@@ -39,7 +39,7 @@ def test_capture_errors(argv, expect, capsys, tmp_path):
 
 
 def _artifact(tmp_path, captured) -> bytes:
-    from acir.serde import dumps
+    from acir.ir.serde import dumps
 
     return dumps(captured("mlp"))
 
@@ -48,7 +48,7 @@ def _artifact(tmp_path, captured) -> bytes:
 def test_not_acir_truncated_newer(tool, tmp_path, captured, capsys):
     import importlib
 
-    from acir._proto import acir_pb2  # noqa: F401 - only to build a "newer" artifact below
+    from acir.ir._proto import acir_pb2  # noqa: F401 - only to build a "newer" artifact below
     main = importlib.import_module(f"acir.tools.{tool.removeprefix('acir-')}").main
     good = _artifact(tmp_path, captured)
     cases = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from acir.ir import Region
+from acir.ir.graph import Region
 
 
 @pytest.mark.parametrize("name", ["resnet18", "bert-tiny", "user"])

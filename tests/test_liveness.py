@@ -9,14 +9,15 @@ from dataclasses import dataclass
 import pytest
 from ir_fixtures import big_module, small_module
 
-from acir import analyses, registry
+from acir.ir import analyses
+from acir.pipeline import registry
 from acir.errors import PreconditionError
-from acir.ir import Module, Role
-from acir.pass_manager import Pass, PassManager, PassResult
-from acir.registry import build_pipeline
-from acir.serde import dumps, loads
-from acir.simulator import simulate, storage_lives
-from acir.text import parse_module, print_module
+from acir.ir.graph import Module, Role
+from acir.pipeline.manager import Pass, PassManager, PassResult
+from acir.pipeline.registry import build_pipeline
+from acir.ir.serde import dumps, loads
+from acir.analysis.simulator import simulate, storage_lives
+from acir.ir.text import parse_module, print_module
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "liveness.acir.txt"
 

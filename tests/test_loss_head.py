@@ -1,4 +1,4 @@
-"""The in-place loss head (acir.loss_head, acir.kernels): the same bits, less memory.
+"""The in-place loss head (acir.analysis.loss_head, acir.ir.acir_ops): the same bits, less memory.
 
 The kernel is checked against the aten pair it replaces; the fusion on real captures is
 checked by running the fused graph against eager PyTorch, and its memory by the simulator
@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 
-from acir.loss_head import FUSED_BACKWARD, fuse, fused_view
+from acir.analysis.loss_head import FUSED_BACKWARD, fuse, fused_view
 
 MODELS = os.path.join(ROOT, "tests", "models", "loss_heads.py")
 
@@ -24,7 +24,7 @@ MODELS = os.path.join(ROOT, "tests", "models", "loss_heads.py")
 def test_kernel_is_the_aten_pair_bit_for_bit(rows, classes, reduction, weighted):
     import torch
 
-    from acir.ops import resolve_op
+    from acir.ir.ops import resolve_op
 
     fused = resolve_op(FUSED_BACKWARD)
     g = torch.Generator().manual_seed(rows * classes + reduction)
@@ -43,22 +43,22 @@ def test_kernel_is_the_aten_pair_bit_for_bit(rows, classes, reduction, weighted)
 
 
 def _capture(spec: str, batch: int = 96):
-    from acir.capture_step import CaptureOptions, capture
+    from acir.frontend.step import CaptureOptions, capture
 
     return capture(CaptureOptions(spec, batch))
 
 
 def _check(module):
-    from acir.check import check_against_eager
-    from acir.lower_fx import BoundStep
-    from acir.rebuild import rebuild
+    from acir.runtime.check import check_against_eager
+    from acir.runtime.lower import BoundStep
+    from acir.frontend.rebuild import rebuild
 
     prov = module.header.provenance
     return check_against_eager(lambda: rebuild(prov), lambda m, o, b: BoundStep(module, m, o)(b), 1234)
 
 
 def _peak(graph) -> int:
-    from acir.simulator import simulate, storage_lives
+    from acir.analysis.simulator import simulate, storage_lives
 
     return simulate(graph, storage_lives(graph)).peak_bytes
 
@@ -66,10 +66,10 @@ def _peak(graph) -> int:
 @pytest.mark.parametrize("name,forward,backward", [("plain", 1, 1), ("weighted_sum", 1, 1),
                                                    ("logits_reused", 0, 1), ("label_smoothing", 1, 0)])
 def test_fused_steps_are_bit_identical(name, forward, backward):
-    from acir.measure import measure_peak
-    from acir.lower_fx import BoundStep
-    from acir.rebuild import rebuild
-    from acir.verify import problems
+    from acir.runtime.measure import measure_peak
+    from acir.runtime.lower import BoundStep
+    from acir.frontend.rebuild import rebuild
+    from acir.ir.verify import problems
 
     m = _capture(f"{MODELS}:{name}")
     before = _peak(m.graph)

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acir.passes.mutwo.solver import Solution, _effective_greedy, _Greedy, _Memory, _prune, solve
-from acir.plan_delta import PlanState, _exact_times
-from acir.plan_problem import Evaluation, Problem, evaluate
+from acir.analysis.plan_delta import PlanState, _exact_times
+from acir.analysis.problem import Evaluation, Problem, evaluate
 
 SETTINGS = settings(deadline=None, max_examples=50)
 
@@ -335,7 +335,7 @@ def test_chain_solve_order_and_reported_bookkeeping() -> None:
 
 
 def test_pass_spec_round_trips() -> None:
-    from acir.registry import PASSES, build_pipeline
+    from acir.pipeline.registry import PASSES, build_pipeline
 
     assert PASSES["mutwo"] == "acir.passes.mutwo:MuTwo"
     (mutwo,) = build_pipeline("mutwo{budget=60%}")
@@ -349,8 +349,8 @@ def resnet18_profiled(captured):
     """resnet18 with fresh profile and liveness blocks, made once; tests take deep copies."""
     import copy
 
-    from acir.pass_manager import PassManager
-    from acir.registry import build_pipeline
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
 
     module = copy.deepcopy(captured("resnet18"))
     PassManager(build_pipeline("profile{reps=1,warmup=0},liveness")).run(module)
@@ -363,10 +363,10 @@ def test_end_to_end_resnet18(resnet18_profiled) -> None:
     ``60%`` is out of reach for any planner. Take a budget halfway into what is reachable."""
     import copy
 
-    from acir import analyses
-    from acir.ac_candidates import build
-    from acir.pass_manager import PassManager
-    from acir.registry import build_pipeline
+    from acir.ir import analyses
+    from acir.analysis.candidates import build
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
 
     module = copy.deepcopy(resnet18_profiled)
     p = build(module).problem
@@ -387,8 +387,8 @@ def test_unreachable_budget_fails_the_pass(resnet18_profiled) -> None:
     import copy
 
     from acir.errors import PassFailed
-    from acir.pass_manager import PassManager
-    from acir.registry import build_pipeline
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
 
     module = copy.deepcopy(resnet18_profiled)
     with pytest.raises(PassFailed, match="smallest reachable peak"):
@@ -413,7 +413,7 @@ def _real_problem():
     import json
     import os
 
-    from acir.plan_problem import Problem
+    from acir.analysis.problem import Problem
 
     path = os.path.join(os.path.dirname(__file__), "golden", "r18_64px_b8_problem.json")
     d = json.load(open(path))
@@ -425,8 +425,8 @@ def _real_problem():
 def test_clean_up_comes_within_ten_percent_of_the_optimum_on_a_real_graph(budget):
     from acir.passes.mutwo.solver import solve as mutwo
     from acir.passes.optimal.solver import solve as optimal
-    from acir.plan_problem import evaluate
-    from acir.planning import resolve_budget
+    from acir.analysis.problem import evaluate
+    from acir.passes.planner_base import resolve_budget
 
     p = _real_problem()
     b = resolve_budget(budget, p)

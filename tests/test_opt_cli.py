@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from ir_fixtures import small_module
 
-from acir import registry
-from acir.ir import Module
-from acir.pass_manager import Pass, PassResult
-from acir.serde import dumps, loads
-from acir.text import parse_module
+from acir.pipeline import registry
+from acir.ir.graph import Module
+from acir.pipeline.manager import Pass, PassResult
+from acir.ir.serde import dumps, loads
+from acir.ir.text import parse_module
 from acir.tools.opt import main
 
 

@@ -19,17 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ir_fixtures import conv_chain
 
-from acir import analyses
+from acir.ir import analyses
 from acir.errors import PassFailed
-from acir.ir import Module
-from acir.pass_manager import PassManager
+from acir.ir.graph import Module
+from acir.pipeline.manager import PassManager
 from acir.passes.chen_sqrt import chen_sqrt
 from acir.passes.optimal import warm_starts
 from acir.passes.optimal.solver import solve
 from acir.passes.recompute_all import recompute_all
-from acir.plan_problem import Evaluation, Problem, evaluate
-from acir.registry import build_pipeline
-from acir.text import print_module
+from acir.analysis.problem import Evaluation, Problem, evaluate
+from acir.pipeline.registry import build_pipeline
+from acir.ir.text import print_module
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "optimal.acir.txt"
 

@@ -49,7 +49,7 @@ def test_wheel_in_a_fresh_venv(wheel, tmp_path):
     installed = set(os.listdir(site))
     assert "acir" in installed
     assert "passes" not in installed and "tools" not in installed
-    probe = "import acir.passes, acir.tools, acir.ir; import importlib.util as u; " \
+    probe = "import acir.passes, acir.tools, acir.ir.graph; import importlib.util as u; " \
             "assert u.find_spec('passes') is None and u.find_spec('tools') is None"
     subprocess.run([str(py), "-c", probe], check=True, timeout=60, cwd=str(tmp_path))
     for tool in ("acir-capture", "acir-opt", "acir-lower", "acir-run"):

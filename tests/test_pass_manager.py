@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import pytest
 from ir_fixtures import small_module
 
-from acir import registry
+from acir.pipeline import registry
 from acir.errors import ParseError, PassFailed, PreconditionError, VerifyError
-from acir.ir import Module, Node, Region, ValueRef
-from acir.pass_manager import Pass, PassManager, PassResult
-from acir.serde import dumps
+from acir.ir.graph import Module, Node, Region, ValueRef
+from acir.pipeline.manager import Pass, PassManager, PassResult
+from acir.ir.serde import dumps
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acir.errors import ParseError
-from acir.pipeline import PassSpec, format_pipeline, format_value, parse_pipeline
+from acir.pipeline.syntax import PassSpec, format_pipeline, format_value, parse_pipeline
 
 
 def test_simple_pipeline() -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 from ir_fixtures import small_module
 
-from acir._proto import acir_pb2 as pb
-from acir.analyses import Decision, Plan, TensorPlan
+from acir.ir._proto import acir_pb2 as pb
+from acir.ir.analyses import Decision, Plan, TensorPlan
 from acir.errors import ParseError, SerdeError
-from acir.ir import Module
-from acir.serde import analysis_from_text, analysis_to_text, dumps, loads
-from acir.text import parse_module, print_module
+from acir.ir.graph import Module
+from acir.ir.serde import analysis_from_text, analysis_to_text, dumps, loads
+from acir.ir.text import parse_module, print_module
 
 K, R = Decision.KEEP, Decision.RECOMPUTE
 
@@ -69,7 +69,7 @@ def test_text_binary_text_identical():
 
 
 def test_plan_line_comes_last():
-    from acir.registry import build_pipeline
+    from acir.pipeline.registry import build_pipeline
 
     m = planned()
     build_pipeline("liveness")[0].run(m)

@@ -7,8 +7,8 @@ import copy
 import pytest
 
 from acir.errors import PassFailed
-from acir.pass_manager import PassManager
-from acir.registry import build_pipeline
+from acir.pipeline.manager import PassManager
+from acir.pipeline.registry import build_pipeline
 
 
 def _profiled(module, spec="profile{reps=2,warmup=1}"):
@@ -39,9 +39,9 @@ def test_profile_block(captured, name):
 
 def test_profile_peak_matches_the_whole_step_measurement(captured):
     """Node-by-node running measures the same peak as the lowered fx step."""
-    from acir.lower_fx import BoundStep
-    from acir.measure import measure_peak
-    from acir.rebuild import rebuild
+    from acir.runtime.lower import BoundStep
+    from acir.runtime.measure import measure_peak
+    from acir.frontend.rebuild import rebuild
 
     m = _profiled(captured("resnet18"), "profile{reps=1,warmup=0}")
     model, opt, _, batch = rebuild(m.header.provenance)
@@ -50,7 +50,7 @@ def test_profile_peak_matches_the_whole_step_measurement(captured):
 
 
 def test_profile_round_trips(captured):
-    from acir.serde import dumps, loads
+    from acir.ir.serde import dumps, loads
 
     m = _profiled(captured("mlp"), "profile{reps=1,warmup=0}")
     data = dumps(m)

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from acir import registry
+from acir.pipeline import registry
 from acir.errors import ParseError
-from acir.pass_manager import OPTION_TYPES, Pass, PassResult
-from acir.pipeline import PassSpec
+from acir.pipeline.manager import OPTION_TYPES, Pass, PassResult
+from acir.pipeline.syntax import PassSpec
 
 
 @pytest.mark.parametrize("name", sorted(registry.PASSES))
@@ -75,13 +75,13 @@ def test_instantiate_and_build_pipeline(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_registry_entry_that_is_not_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry.PASSES, "bogus", "acir.pipeline:PassSpec")
+    monkeypatch.setitem(registry.PASSES, "bogus", "acir.pipeline.syntax:PassSpec")
     with pytest.raises(TypeError, match="not a Pass subclass"):
         registry.pass_class("bogus")
 
 
 def test_importing_the_registry_does_not_import_passes_or_torch() -> None:
-    code = ("import sys, acir.registry, acir.pipeline; acir.pipeline.parse_pipeline('dce{a=1}'); "
+    code = ("import sys, acir.pipeline.registry, acir.pipeline.syntax; acir.pipeline.syntax.parse_pipeline('dce{a=1}'); "
             "print('torch' in sys.modules, 'acir.passes.dce' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

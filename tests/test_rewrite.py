@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from conftest import ROOT, cli
 
-from acir import analyses
-from acir.analyses import Decision
-from acir.ir import Region
-from acir.pass_manager import PassManager
-from acir.registry import build_pipeline
+from acir.ir import analyses
+from acir.ir.analyses import Decision
+from acir.ir.graph import Region
+from acir.pipeline.manager import PassManager
+from acir.pipeline.registry import build_pipeline
 
 HAZARDS = os.path.join(ROOT, "tests", "models", "hazards.py")
 PROFILE = "profile{reps=1,warmup=0}"
@@ -34,9 +34,9 @@ def run(module, pipeline: str):
 
 
 def check(module, reference=None):
-    from acir.check import check_against_eager
-    from acir.lower_fx import BoundStep
-    from acir.rebuild import rebuild
+    from acir.runtime.check import check_against_eager
+    from acir.runtime.lower import BoundStep
+    from acir.frontend.rebuild import rebuild
 
     prov = module.header.provenance
     return check_against_eager(lambda: rebuild(prov), lambda m, o, b: BoundStep(module, m, o)(b), 1234,
@@ -46,9 +46,9 @@ def check(module, reference=None):
 def measured_peak(module) -> int:
     import torch
 
-    from acir.lower_fx import BoundStep
-    from acir.measure import measure_peak
-    from acir.rebuild import rebuild
+    from acir.runtime.lower import BoundStep
+    from acir.runtime.measure import measure_peak
+    from acir.frontend.rebuild import rebuild
 
     model, opt, _, batch = rebuild(module.header.provenance)
     step = BoundStep(module, model, opt)
@@ -66,7 +66,7 @@ def with_plan(module, recompute: set[int]):
 
 @pytest.fixture(scope="module")
 def hazard():
-    from acir.capture_step import CaptureOptions, capture
+    from acir.frontend.step import CaptureOptions, capture
 
     cache: dict = {}
 
@@ -124,7 +124,7 @@ def test_mutwo_plan_runs_within_its_budget(captured, name):
 
 
 def test_nothing_to_recompute_changes_only_the_loss_head(captured):
-    from acir.loss_head import FUSED_BACKWARD
+    from acir.analysis.loss_head import FUSED_BACKWARD
 
     before = run(captured("mlp"), f"{PROFILE},liveness,keep-all")
     after = run(before, "rewrite")
@@ -153,8 +153,8 @@ def profiled_user(captured):
 @given(data=st.data())
 def test_any_allowed_plan_is_bit_identical(profiled_user, data):
     """A random subset of the recomputable activations: the rewrite is exact, and never above the evaluator."""
-    from acir.ac_candidates import build
-    from acir.plan_problem import evaluate
+    from acir.analysis.candidates import build
+    from acir.analysis.problem import evaluate
 
     cands = build(profiled_user)
     allowed = [i for i in range(cands.problem.n_candidates) if cands.problem.allowed[i]]
@@ -196,8 +196,8 @@ def test_in_place_ops_are_replayed_on_the_copy(hazard):
 
 
 def test_a_source_updated_in_place_later_is_not_replayed_from(hazard, monkeypatch):
-    from acir import ac_candidates
-    from acir.ac_candidates import build
+    from acir.analysis import candidates as ac_candidates
+    from acir.analysis.candidates import build
 
     before = run(hazard("stale_source"), f"{PROFILE},liveness")
     cands = build(before)
@@ -231,7 +231,7 @@ def test_views_of_a_recomputed_tensor_move_into_the_copy(hazard, monkeypatch):
 
 
 def _dropout_candidates(module):
-    from acir.ac_candidates import build
+    from acir.analysis.candidates import build
 
     cands = build(module)
     random = {r for r, n in enumerate(cands.graph.nodes) if "bernoulli" in n.op}
@@ -239,7 +239,7 @@ def _dropout_candidates(module):
 
 
 def test_dropout_is_replayed_with_its_saved_draws(captured):
-    """A dropout mask recomputed in the backward draws what the forward drew (acir.rng): the
+    """A dropout mask recomputed in the backward draws what the forward drew (acir.ir.rng): the
     step is bit-identical, and the generator ends where it would have without the replay."""
     before = run(captured("user"), f"{PROFILE},liveness")
     cands, dropout = _dropout_candidates(before)
@@ -254,8 +254,8 @@ def test_dropout_is_replayed_with_its_saved_draws(captured):
 def _rng_state_after_step(module):
     import torch
 
-    from acir.lower_fx import BoundStep
-    from acir.rebuild import rebuild
+    from acir.runtime.lower import BoundStep
+    from acir.frontend.rebuild import rebuild
 
     model, opt, _, batch = rebuild(module.header.provenance)
     step = BoundStep(module, model, opt)
@@ -265,7 +265,7 @@ def _rng_state_after_step(module):
 
 
 def test_the_rng_states_are_kept_and_a_random_op_without_one_is_not_replayed(captured):
-    from acir.rng import KEEP_OP
+    from acir.ir.rng import KEEP_OP
 
     before = run(captured("user"), f"{PROFILE},liveness")
     cands, _ = _dropout_candidates(before)
@@ -298,7 +298,7 @@ def test_a_plan_for_another_graph_is_refused(captured):
 def test_acir_run_prints_measured_beside_predicted(tmp_path, captured):
     import json
 
-    from acir.artifact import write_path
+    from acir.ir.artifact import write_path
 
     before = run(captured("user"), f"{PROFILE},liveness")
     write_path(before, str(tmp_path / "p.acir"))
@@ -317,7 +317,7 @@ def test_acir_run_prints_measured_beside_predicted(tmp_path, captured):
 
 
 def test_against_another_workload_is_an_error(tmp_path, captured):
-    from acir.artifact import write_path
+    from acir.ir.artifact import write_path
 
     write_path(captured("mlp"), str(tmp_path / "a.acir"))
     write_path(captured("user"), str(tmp_path / "b.acir"))
@@ -333,7 +333,7 @@ def test_compile_with_a_budget_matches_eager_over_steps(planner, budget):
     import torch
 
     import acir
-    from acir.optim import eager_step, prepare
+    from acir.frontend.optim import eager_step, prepare
 
     import importlib.util
 

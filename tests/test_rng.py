@@ -1,13 +1,13 @@
-"""Saved generator states (acir.rng): a replayed dropout draws what the forward drew."""
+"""Saved generator states (acir.ir.rng): a replayed dropout draws what the forward drew."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from acir import rng
-from acir.ir import Region
-from acir.ops import resolve_op
+from acir.ir import rng
+from acir.ir.graph import Region
+from acir.ir.ops import resolve_op
 
 
 @pytest.mark.parametrize("shape,p", [((3, 7), 0.9), ((2, 4, 33), 0.5), ((1,), 0.1)])

@@ -10,9 +10,9 @@ from conftest import cli
 
 
 def _check(module):
-    from acir.check import check_against_eager
-    from acir.lower_fx import BoundStep
-    from acir.rebuild import rebuild
+    from acir.runtime.check import check_against_eager
+    from acir.runtime.lower import BoundStep
+    from acir.frontend.rebuild import rebuild
 
     prov = module.header.provenance
     return check_against_eager(lambda: rebuild(prov), lambda m, o, b: BoundStep(module, m, o)(b), 1234)
@@ -35,7 +35,7 @@ def test_check_detects_a_wrong_graph(captured):
     """Change Adam's first-moment weight in the graph: the check must notice and name what differs."""
     import copy
 
-    from acir.ir import Region
+    from acir.ir.graph import Region
 
     m = copy.deepcopy(captured("mlp"))
     node = next(n for n in m.graph.nodes if n.region is Region.OPTIMIZER and n.op == "aten.lerp_.Scalar")
@@ -47,9 +47,9 @@ def test_check_detects_a_wrong_graph(captured):
 
 def test_dropout_draws_depend_on_seed(captured):
     """The check is meaningful for dropout: a different RNG seed gives a different result."""
-    from acir.check import check_against_eager
-    from acir.lower_fx import BoundStep
-    from acir.rebuild import rebuild
+    from acir.runtime.check import check_against_eager
+    from acir.runtime.lower import BoundStep
+    from acir.frontend.rebuild import rebuild
     import torch
 
     m = captured("user")
@@ -67,8 +67,8 @@ def test_python_source_runs(captured, tmp_path):
 
     import torch
 
-    from acir.lower_fx import input_tensors, python_source
-    from acir.rebuild import rebuild
+    from acir.runtime.lower import input_tensors, python_source
+    from acir.frontend.rebuild import rebuild
 
     m = captured("mlp")
     path = tmp_path / "step.py"
@@ -83,7 +83,7 @@ def test_python_source_runs(captured, tmp_path):
 def test_measure_counts_each_storage_once():
     import torch
 
-    from acir.measure import measure_peak
+    from acir.runtime.measure import measure_peak
 
     base = torch.zeros(1000)
 
@@ -98,7 +98,7 @@ def test_measure_counts_each_storage_once():
 
 
 def test_acir_run_cli_check_measure_json(tmp_path, captured):
-    from acir.serde import dumps
+    from acir.ir.serde import dumps
 
     f = tmp_path / "mlp.acir"
     f.write_bytes(dumps(captured("mlp")))
@@ -128,7 +128,7 @@ def test_compile_api_matches_eager_over_steps():
     from torch import nn
 
     import acir
-    from acir.optim import eager_step, prepare
+    from acir.frontend.optim import eager_step, prepare
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 4))

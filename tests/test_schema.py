@@ -14,8 +14,8 @@ def test_generated_code_matches_the_schema(tmp_path):
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}/schemas", f"--python_out={tmp_path}",
                     f"{ROOT}/schemas/acir.proto"], check=True, timeout=120)
     fresh = (tmp_path / "acir_pb2.py").read_text()
-    checked_in = open(os.path.join(ROOT, "acir", "_proto", "acir_pb2.py")).read()
-    assert fresh == checked_in, "acir/_proto/acir_pb2.py is stale: run `make regen-proto`"
+    checked_in = open(os.path.join(ROOT, "acir", "ir", "_proto", "acir_pb2.py")).read()
+    assert fresh == checked_in, "acir/ir/_proto/acir_pb2.py is stale: run `make regen-proto`"
 
 
 def test_only_serde_imports_the_generated_classes():
@@ -26,14 +26,14 @@ def test_only_serde_imports_the_generated_classes():
                 path = os.path.join(dirpath, f)
                 if not f.endswith(".py") or "_proto" in path:
                     continue
-                if re.search(r"acir_pb2|_proto", open(path).read()) and not path.endswith(os.path.join("acir", "serde.py")):
+                if re.search(r"acir_pb2|_proto", open(path).read()) and not path.endswith(os.path.join("acir", "ir", "serde.py")):
                     offenders.append(os.path.relpath(path, ROOT))
     assert offenders == []
 
 
 def test_schema_version_and_magic():
-    from acir.ir import SCHEMA_VERSION
-    from acir.serde import BINARY_PREFIX
+    from acir.ir.graph import SCHEMA_VERSION
+    from acir.ir.serde import BINARY_PREFIX
 
     text = open(os.path.join(ROOT, "schemas", "acir.proto")).read()
     assert 'syntax = "proto3"' in text and "schema_version" in text

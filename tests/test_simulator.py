@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ir_fixtures import GraphBuilder, big_module, small_module
 
-from acir.ir import InputKind, Region, Role
-from acir.simulator import simulate, storage_lives
+from acir.ir.graph import InputKind, Region, Role
+from acir.analysis.simulator import simulate, storage_lives
 
 F, B, O = Region.FORWARD, Region.BACKWARD, Region.OPTIMIZER
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -203,8 +203,8 @@ def _measured_timeline(module, model, opt, batch) -> tuple[int, list[int]]:
     """(peak, live bytes after each op returns) of one lowered step on real tensors."""
     import torch
 
-    from acir.lower_fx import BoundStep
-    from acir.measure import live_storage_tracker, measure_peak
+    from acir.runtime.lower import BoundStep
+    from acir.runtime.measure import live_storage_tracker, measure_peak
 
     step = BoundStep(module, model, opt)
     args = step.inputs(batch)
@@ -233,9 +233,9 @@ def _capture_real(model, batch, loss_fn, optimizer: str):
     """Capture the step from real tensors; returns (module, model, opt) copies untouched by tracing."""
     import torch
 
-    from acir.capture_step import module_from_workload
-    from acir.ir import Provenance
-    from acir.optim import make_optimizer, optimizer_options, prepare
+    from acir.frontend.step import module_from_workload
+    from acir.ir.graph import Provenance
+    from acir.frontend.optim import make_optimizer, optimizer_options, prepare
 
     opt = make_optimizer(optimizer, model.parameters(), 1e-2)
     prepare(opt)
@@ -278,7 +278,7 @@ def test_simulated_peak_equals_measured_on_random_stacks(workload):
 def test_simulated_peak_equals_measured_on_tiny_models(captured, name):
     import torch
 
-    from acir.rebuild import rebuild
+    from acir.frontend.rebuild import rebuild
 
     module = captured(name)
     model, opt, _, batch = rebuild(module.header.provenance)

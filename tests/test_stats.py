@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import pytest
 from ir_fixtures import GraphBuilder, big_module, small_module
 
-from acir import report
-from acir.analyses import Decision, Liveness, NodeProfile, Plan, Profile, StorageLife, TensorPlan
-from acir.artifact import write_path
-from acir.ir import InputKind, Module, Role
-from acir.plots import bucket_ranks, memory_plot
+from acir.viz import report
+from acir.ir.analyses import Decision, Liveness, NodeProfile, Plan, Profile, StorageLife, TensorPlan
+from acir.ir.artifact import write_path
+from acir.ir.graph import InputKind, Module, Role
+from acir.viz.plots import bucket_ranks, memory_plot
 from acir.tools.stats import main
 
 N = 26  # nodes of small_module: 9 forward, 9 backward, 8 optimizer
@@ -160,7 +160,7 @@ def test_recompute_chain_on_a_hand_built_chain():
 
 
 def fake_timeline(n: int, peak_rank: int) -> SimpleNamespace:
-    """What acir.simulator.simulate returns, by hand: persistent 100 B, activations ramping up."""
+    """What acir.analysis.simulator.simulate returns, by hand: persistent 100 B, activations ramping up."""
     acts = [10 * r for r in range(n)]
     acts[peak_rank] = 10 * n
     by_role = {Role.PARAM: [100] * n, Role.ACTIVATION: acts, Role.GRAD: [0] * n}

@@ -7,13 +7,13 @@ import csv
 
 import pytest
 
-from acir.pass_manager import PassManager
-from acir.registry import build_pipeline
+from acir.pipeline.manager import PassManager
+from acir.pipeline.registry import build_pipeline
 
 
 @pytest.fixture(scope="module")
 def profiled(captured, tmp_path_factory):
-    from acir.serde import dumps
+    from acir.ir.serde import dumps
 
     m = copy.deepcopy(captured("resnet18"))
     PassManager(build_pipeline("profile{reps=1,warmup=0},liveness")).run(m)
@@ -55,7 +55,7 @@ def test_sweep_errors(profiled, argv, expect, capsys):
 
 
 def test_sweep_needs_profile_and_liveness(captured, tmp_path, capsys):
-    from acir.serde import dumps
+    from acir.ir.serde import dumps
     from acir.tools.sweep import main
 
     f = tmp_path / "bare.acir"

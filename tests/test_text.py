@@ -11,15 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ir_fixtures import GraphBuilder, big_module, small_module
 
-from acir.artifact import encode, read_bytes
+from acir.ir.artifact import encode, read_bytes
 from acir.errors import ParseError
-from acir.ir import (
+from acir.ir.graph import (
     DTYPE_SIZE, Device, DType, Graph, GraphInput, Header, InputKind, Layout, MemoryFormat, Module,
     Node, Provenance, Region, Role, Storage, Value, ValueRef,
 )
-from acir.serde import dumps, loads
-from acir.text import LAYOUTS, MEMORY_FORMATS, parse_module, print_module
-from acir.verify import problems
+from acir.ir.serde import dumps, loads
+from acir.ir.text import LAYOUTS, MEMORY_FORMATS, parse_module, print_module
+from acir.ir.verify import problems
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "small.acir.txt"
 
@@ -351,8 +351,8 @@ def test_error_gives_the_column():
 
 
 def _with_analyses(profile_revision: int | None = 2, liveness: bool = True) -> Module:
-    from acir.analyses import NodeProfile, Profile
-    from acir.registry import build_pipeline
+    from acir.ir.analyses import NodeProfile, Profile
+    from acir.pipeline.registry import build_pipeline
 
     m = small_module()
     if profile_revision is not None:
@@ -403,7 +403,7 @@ def test_node_comments_for_people():
 
 
 def test_format_bytes():
-    from acir.text import format_bytes
+    from acir.ir.text import format_bytes
 
     assert [format_bytes(n) for n in (0, 512, 1023, 1024, 524288, 189_500_000, 3 * 2**30, 5 * 2**40)] == \
         ["0 B", "512 B", "1023 B", "1.0 KiB", "512.0 KiB", "180.7 MiB", "3.0 GiB", "5.0 TiB"]
@@ -422,7 +422,7 @@ def test_trailing_comments_are_ignored():
 
 
 def test_comment_marks_inside_strings_are_data():
-    from acir.registry import build_pipeline
+    from acir.pipeline.registry import build_pipeline
 
     b = GraphBuilder()
     x = b.input("x  # not a comment", InputKind.BATCH, (2,))

@@ -8,10 +8,10 @@ import pytest
 from ir_fixtures import big_module, small_module
 
 from acir.errors import VerifyError
-from acir.ir import (
+from acir.ir.graph import (
     DType, GraphInput, InputKind, Layout, MemoryFormat, Module, Region, Role, Storage, Value, ValueRef,
 )
-from acir.verify import MAX_SHOWN, problems, verify
+from acir.ir.verify import MAX_SHOWN, problems, verify
 
 
 def broken(edit: Callable[[Module], object]) -> list[str]:

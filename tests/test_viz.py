@@ -18,13 +18,13 @@ import pytest
 from conftest import cli
 from ir_fixtures import big_module, small_module
 
-from acir.analyses import Decision, NodeProfile, Plan, Profile, TensorPlan
-from acir.artifact import encode, write_path
-from acir.ir import Module, Region, ValueRef
+from acir.ir.analyses import Decision, NodeProfile, Plan, Profile, TensorPlan
+from acir.ir.artifact import encode, write_path
+from acir.ir.graph import Module, Region, ValueRef
 from acir.tools.viz import main
-from acir.viz import read_sweep_csv
-from acir.viz_dot import homes, select, to_dot
-from acir.viz_memory import predicted_ac
+from acir.viz.common import read_sweep_csv
+from acir.viz.dot import homes, select, to_dot
+from acir.viz.memory import predicted_ac
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "viz_small.dot"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
@@ -387,7 +387,7 @@ def test_help_has_examples(capsys):
 def test_a_real_step_folds_its_optimizer_without_region(capsys, captured, tmp_path):
     """resnet18's 1179 optimizer updates, drawn one by one beside the rest, take dot over ten
     minutes (or crash it): without --region they are folded per module, and it renders."""
-    from acir.artifact import write_path
+    from acir.ir.artifact import write_path
 
     path = tmp_path / "r18.acir"
     write_path(captured("resnet18"), str(path))

@@ -116,9 +116,9 @@ def _parser():
 
 
 def _options(args):
-    from acir.bench import BenchOptions
-    from acir.bench_configs import FAMILIES, BenchError
-    from acir.budget import parse_budget
+    from acir.bench.driver import BenchOptions
+    from acir.bench.configs import FAMILIES, BenchError
+    from acir.analysis.budget import parse_budget
 
     try:
         batches = tuple(int(x) for x in _split(args.batch_sizes))
@@ -173,8 +173,8 @@ def _options(args):
 
 def _check_matched(opts) -> None:
     """Every ``=NAME`` budget names a configuration of the run that has a budget of its own."""
-    from acir.bench import config_specs
-    from acir.bench_configs import BenchError
+    from acir.bench.driver import config_specs
+    from acir.bench.configs import BenchError
 
     specs = config_specs(opts)
     plain = [sp.name for sp in specs if not sp.matched]
@@ -184,9 +184,9 @@ def _check_matched(opts) -> None:
                              f"{', '.join(plain)}); a budget =NAME is the measured peak of configuration NAME")
 
 def _replot(args) -> int:
-    from acir.bench import format_table, read_results
-    from acir.bench_plots import write_plots
-    from acir.bench_configs import BenchError
+    from acir.bench.driver import format_table, read_results
+    from acir.bench.plots import write_plots
+    from acir.bench.configs import BenchError
 
     if args.models:
         raise BenchError("--replot reads the models from the JSON; give no MODEL with it")
@@ -206,9 +206,9 @@ def _replot(args) -> int:
 def _body(args) -> int:
     from dataclasses import asdict
 
-    from acir.bench import describe_machine, format_table, run, stderr_log, write_results
-    from acir.bench_configs import BenchError
-    from acir.measure import malloc_setting
+    from acir.bench.driver import describe_machine, format_table, run, stderr_log, write_results
+    from acir.bench.configs import BenchError
+    from acir.runtime.measure import malloc_setting
 
     if args.replot:
         return _replot(args)
@@ -229,7 +229,7 @@ def _body(args) -> int:
     results = run(opts, log, done=lambda rs: write_results(rs, machine, settings, args.output))
     paths = write_results(results, machine, settings, args.output)
     if not args.no_plots:
-        from acir.bench_plots import write_plots
+        from acir.bench.plots import write_plots
 
         paths += write_plots(results, args.output)
     print(format_table(results))
@@ -242,7 +242,7 @@ def _body(args) -> int:
 
 def _reexec_with_heap_retained(argv: list[str]) -> None:
     """Start again with glibc keeping freed memory (GLIBC_TUNABLES is read only at process start)."""
-    from acir.measure import HEAP_RETAINED
+    from acir.runtime.measure import HEAP_RETAINED
 
     env = dict(os.environ)
     old = env.get("GLIBC_TUNABLES", "")
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     cli = argv is None
     if cli:
-        from acir.measure import malloc_setting
+        from acir.runtime.measure import malloc_setting
 
         args = parser.parse_args()  # bad options and --help end here, before any re-execution
         if (args.device == "cpu" and args.malloc == "heap-retained" and not args.replot

@@ -21,8 +21,8 @@ so acir-run can rebuild it later. Binary output goes to stdout when it is not a 
 
 
 def _parser():
-    from acir.optim import OPTIMIZERS
-    from acir.zoo import ZOO
+    from acir.frontend.optim import OPTIMIZERS
+    from acir.frontend.zoo import ZOO
 
     models = ", ".join(ZOO)
     p = make_parser("acir-capture", "Capture forward, backward and optimizer step of one training iteration "
@@ -46,10 +46,10 @@ def _parser():
 
 
 def _body(args) -> int:
-    from acir.artifact import write_path
-    from acir.capture_step import CaptureOptions, capture
+    from acir.ir.artifact import write_path
+    from acir.frontend.step import CaptureOptions, capture
     from acir.errors import CaptureError
-    from acir.zoo import ZOO
+    from acir.frontend.zoo import ZOO
 
     if args.list_models:
         for name, entry in ZOO.items():
@@ -63,7 +63,7 @@ def _body(args) -> int:
     module = capture(CaptureOptions(args.model, args.batch_size, args.seq_len, args.image_size, args.optimizer,
                                     args.lr, args.seed, args.device, args.schedule))
     seconds = time.perf_counter() - t0
-    from acir.verify import verify
+    from acir.ir.verify import verify
 
     verify(module)
     write_path(module, args.output, args.emit)

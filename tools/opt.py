@@ -1,7 +1,7 @@
 """``acir-opt``: run a pipeline of passes over an artifact, as mlir-opt does over MLIR.
 
 A thin wrapper: the pipeline is parsed and every pass built *before* the input is read,
-so a typo fails in milliseconds; the work is :class:`acir.pass_manager.PassManager`'s.
+so a typo fails in milliseconds; the work is :class:`acir.pipeline.manager.PassManager`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from typing import TextIO
 
 from acir.errors import AcirError, SerdeError
-from acir.pass_manager import Failure, Pass, PassManager
+from acir.pipeline.manager import Failure, Pass, PassManager
 from acir.tools._cli import make_parser, run_cli
 
 PROG = "acir-opt"
@@ -59,7 +59,7 @@ def make_arg_parser() -> argparse.ArgumentParser:
 
 def list_passes(out: TextIO) -> None:
     """Every registered pass: summary, analyses it requires/preserves, options with types and defaults."""
-    from acir.registry import names, pass_class
+    from acir.pipeline.registry import names, pass_class
 
     for name in names():
         try:
@@ -77,7 +77,7 @@ def list_passes(out: TextIO) -> None:
 
 
 def _show_default(value: object) -> str:
-    from acir.pass_manager import format_option
+    from acir.pipeline.manager import format_option
 
     text = format_option(value)
     return repr(text) if isinstance(value, str) else text
@@ -90,7 +90,7 @@ def _quote(s: str) -> str:
 
 def write_reproducer(path: str, failure: Failure) -> str:
     """Write the IR before the failing pass, as text, headed by the command that replays it."""
-    from acir.text import print_module
+    from acir.ir.text import print_module
 
     assert failure.before is not None, "run the PassManager with keep_reproducer=True"
     command = f"acir-opt {shlex.quote(path)} -p {_quote(failure.pipeline())}"
@@ -104,7 +104,7 @@ def write_reproducer(path: str, failure: Failure) -> str:
 
 
 def build_passes(args: argparse.Namespace) -> list[Pass]:
-    from acir.registry import build_pipeline
+    from acir.pipeline.registry import build_pipeline
 
     passes = build_pipeline(args.pipeline)
     for extra in args.extra:
@@ -113,7 +113,7 @@ def build_passes(args: argparse.Namespace) -> list[Pass]:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from acir.artifact import read_path, write_path
+    from acir.ir.artifact import read_path, write_path
 
     if args.list_passes:
         list_passes(sys.stdout)

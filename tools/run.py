@@ -55,12 +55,12 @@ def _log(args, msg: str) -> None:
 def _body(args) -> int:
     import torch
 
-    from acir.artifact import read_path
+    from acir.ir.artifact import read_path
     from acir.errors import RunError
-    from acir.lower_fx import BoundStep, lower
-    from acir.measure import measure
-    from acir.rebuild import provenance_for, rebuild
-    from acir.verify import verify
+    from acir.runtime.lower import BoundStep, lower
+    from acir.runtime.measure import measure
+    from acir.frontend.rebuild import provenance_for, rebuild
+    from acir.ir.verify import verify
 
     if args.iters < 1 or args.warmup < 0:
         raise RunError("--iters must be at least 1 and --warmup at least 0")
@@ -81,7 +81,7 @@ def _body(args) -> int:
     result.update(_predictions(module))
     status = 0
     if args.check:
-        from acir.check import check_against_eager
+        from acir.runtime.check import check_against_eager
 
         def make():
             return rebuild(prov)
@@ -174,9 +174,9 @@ def _measure_pair(args, prov, module, gm, other, other_gm) -> dict:
     """Peak of each, then latencies interleaved (one iteration of each in turn)."""
     import statistics
 
-    from acir.lower_fx import BoundStep
-    from acir.measure import malloc_setting, measure_interleaved, measure_peak
-    from acir.rebuild import rebuild
+    from acir.runtime.lower import BoundStep
+    from acir.runtime.measure import malloc_setting, measure_interleaved, measure_peak
+    from acir.frontend.rebuild import rebuild
 
     steps, peaks = {}, {}
     for name, mod, g in (("acir", module, gm), ("against", other, other_gm)):

@@ -1,6 +1,6 @@
 """``acir-stats``: what an artifact says about memory and time, as text, JSON, CSV or a plot.
 
-A thin wrapper over :mod:`acir.report` (numbers) and :mod:`acir.plots` (the picture), so
+A thin wrapper over :mod:`acir.viz.report` (numbers) and :mod:`acir.viz.plots` (the picture), so
 that tests check the numbers in-process and this file only routes output: the summary to
 standard output, or to standard error when ``--json`` owns standard output.
 """
@@ -57,7 +57,7 @@ def make_arg_parser() -> argparse.ArgumentParser:
 
 
 def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
-    from acir.report import StatsError
+    from acir.viz.report import StatsError
 
     try:
         with open(path, "w", newline="", encoding="utf-8") as f:
@@ -69,11 +69,11 @@ def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from acir import report
-    from acir.artifact import read_path
+    from acir.viz import report
+    from acir.ir.artifact import read_path
 
     if args.plot:  # fail on a bad extension before reading or simulating anything
-        from acir.plots import plot_format
+        from acir.viz.plots import plot_format
 
         plot_format(args.plot)
     module = read_path(args.file)
@@ -91,7 +91,7 @@ def _body(args: argparse.Namespace) -> int:
                   report.activation_rows(facts))
         print(f"wrote {os.path.join(args.output_dir, 'nodes.csv')} and activations.csv", file=sys.stderr)
     if args.plot:
-        from acir.plots import memory_plot
+        from acir.viz.plots import memory_plot
 
         memory_plot(facts, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)

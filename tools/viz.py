@@ -1,7 +1,7 @@
 """``acir-viz``: look at a step - its graph, its memory with and without AC, the planners' curve.
 
-A thin wrapper over :mod:`acir.viz_dot` (graph -> DOT), :mod:`acir.viz_memory` (the memory
-timeline) and :mod:`acir.viz` (rendering, the Pareto picture). Every option is checked
+A thin wrapper over :mod:`acir.viz.dot` (graph -> DOT), :mod:`acir.viz.memory` (the memory
+timeline) and :mod:`acir.viz.common` (rendering, the Pareto picture). Every option is checked
 before the input is read; a bad option - even one only the artifact can refute, such as a
 module path with no nodes - exits 2 with ``acir-viz: error: ...``, as argparse does.
 """
@@ -121,7 +121,7 @@ def make_arg_parser() -> argparse.ArgumentParser:
 
 def _check_options(args: argparse.Namespace) -> str | None:
     """Every check that needs no input; returns the output format (None: DOT on stdout)."""
-    from acir.viz import GRAPH_FORMATS, PLOT_FORMATS, VizUsageError, find_dot, output_format
+    from acir.viz.common import GRAPH_FORMATS, PLOT_FORMATS, VizUsageError, find_dot, output_format
 
     picture = "--memory" if args.memory else "--pareto" if args.pareto else None
     if picture:
@@ -162,8 +162,8 @@ def _read_raw(path: str) -> tuple[bytes, str]:
 
 def _read_module(path: str):
     """The artifact at ``path`` ('-': standard input); a sweep CSV is a usage error that says --pareto."""
-    from acir.artifact import read_bytes
-    from acir.viz import VizUsageError, is_sweep_csv
+    from acir.ir.artifact import read_bytes
+    from acir.viz.common import VizUsageError, is_sweep_csv
 
     data, source = _read_raw(path)
     if is_sweep_csv(data):
@@ -172,8 +172,8 @@ def _read_module(path: str):
 
 
 def _pareto(args: argparse.Namespace) -> None:
-    from acir.artifact import BINARY_PREFIX, TEXT_PREFIX
-    from acir.viz import VizUsageError, is_sweep_csv, pareto, read_sweep_csv
+    from acir.ir.artifact import BINARY_PREFIX, TEXT_PREFIX
+    from acir.viz.common import VizUsageError, is_sweep_csv, pareto, read_sweep_csv
 
     data, source = _read_raw(args.file)
     if not is_sweep_csv(data):
@@ -188,7 +188,7 @@ def _pareto(args: argparse.Namespace) -> None:
 
 
 def _memory(args: argparse.Namespace) -> None:
-    from acir.viz_memory import memory_figure
+    from acir.viz.memory import memory_figure
 
     module = _read_module(args.file)
     against = _read_module(args.against) if args.against else None
@@ -204,9 +204,9 @@ FOLD_OPTIMIZER = 200   # more optimizer nodes than this, with no --region: fold 
 
 
 def _graph(args: argparse.Namespace, fmt: str | None) -> None:
-    from acir.ir import Region
-    from acir.viz import render, write_text
-    from acir.viz_dot import describe_selection, select, to_dot
+    from acir.ir.graph import Region
+    from acir.viz.common import render, write_text
+    from acir.viz.dot import describe_selection, select, to_dot
 
     module = _read_module(args.file)
     region = [Region[r.upper()] for r in args.region] if args.region else None
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_arg_parser()
 
     def body(args: argparse.Namespace) -> int:
-        from acir.viz import VizUsageError
+        from acir.viz.common import VizUsageError
 
         try:
             fmt = _check_options(args)

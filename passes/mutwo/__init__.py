@@ -1,8 +1,8 @@
 """The ``mutwo`` pass: μ-TWO's greedy recomputation plan, written as the ``plan`` analysis.
 
 The algorithm lives in :mod:`acir.passes.mutwo.solver` as a pure function of a
-:class:`~acir.plan_problem.Problem`; this module only adapts it to the shared planner
-path (:func:`acir.planning.run_planner`), which builds the problem from the graph,
+:class:`~acir.analysis.problem.Problem`; this module only adapts it to the shared planner
+path (:func:`acir.passes.planner_base.run_planner`), which builds the problem from the graph,
 resolves the budget, judges the answer with the common evaluator and writes the plan.
 """
 
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acir.ir import Module
-from acir.pass_manager import Pass, PassResult
-from acir.plan_problem import Problem
+from acir.ir.graph import Module
+from acir.pipeline.manager import Pass, PassResult
+from acir.analysis.problem import Problem
 
 __all__ = ["MuTwo"]
 
 
 def _solve(problem: Problem, budget_bytes: int):
-    from acir.planning import PlannerResult
+    from acir.passes.planner_base import PlannerResult
     from acir.passes.mutwo.solver import solve
 
     s = solve(problem, budget_bytes)
@@ -44,6 +44,6 @@ class MuTwo(Pass):
         "help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
 
     def run(self, module: Module) -> PassResult:
-        from acir.planning import run_planner
+        from acir.passes.planner_base import run_planner
 
         return run_planner(module, self, self.budget, _solve)

@@ -5,7 +5,7 @@ Idreos, "μ-TWO: 3× Faster Multi-Model Training with Orchestration and Memory
 Optimization", MLSys 2023 (Appendix A, Algorithms B–G), whose bookkeeping of recompute
 sources and counts comes from Capuchin (Peng et al., "Capuchin: Tensor-based GPU Memory
 Management for Deep Learning", ASPLOS 2020). No IR and no torch here: a plain
-:class:`~acir.plan_problem.Problem` comes in, candidate indices go out, as in PyTorch's
+:class:`~acir.analysis.problem.Problem` comes in, candidate indices go out, as in PyTorch's
 ``knapsack.py``; :mod:`acir.passes.mutwo` turns that into a pass.
 
 Every candidate carries the paper's quantities: ``memory_size`` (``sizes[i]``), its
@@ -56,14 +56,14 @@ greedy gives up once its plan costs 10% more than the best one so far (its picks
 time; a heuristic cut: where it won on the benchmarks, its plan before pruning cost at most
 5% more than the pruned greedy's). Near the floor the paper's ratio, blind to the cascades its picks cause, can
 cost twice the optimum (ResNet-18 at 60%: 2.4×); the clean-up brings it within a few
-percent. Every price in the clean-up comes from :class:`acir.plan_delta.PlanState`, which
+percent. Every price in the clean-up comes from :class:`acir.analysis.plan_delta.PlanState`, which
 keeps the evaluator's numbers for the current plan and prices adding or dropping one
 candidate by redoing only what that candidate touches (its window's maximum, from block
 maxima, and the recomputation points it joins or leaves): 40-150× cheaper than a call to
 ``evaluate`` on ResNet-152 and deeper, the same peak, the time to float rounding. The
 plans it returns are judged by ``evaluate`` itself.
 
-The stopping test is the shared evaluator's peak (:func:`acir.plan_problem.evaluate`),
+The stopping test is the shared evaluator's peak (:func:`acir.analysis.problem.evaluate`),
 which all planners are judged by. Calling it every round would be quadratic, so
 :class:`_Memory` keeps the same numbers incrementally: the per-rank savings in numpy
 arrays (each pick subtracts its size over its window), and the recomputation spike of each
@@ -81,8 +81,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acir.plan_delta import PlanState
-from acir.plan_problem import Evaluation, Problem, evaluate, recompute_set, spike_height
+from acir.analysis.plan_delta import PlanState
+from acir.analysis.problem import Evaluation, Problem, evaluate, recompute_set, spike_height
 
 __all__ = ["Solution", "solve"]
 
@@ -251,7 +251,7 @@ def _run(p: Problem, budget: int, max_picks: int | None) -> tuple[_Greedy, bool,
 def _prune(p: Problem, budget: int, chosen: list[int], max_evals: int = 400) -> list[int]:
     """Drop picks the budget can do without, the one whose removal saves the most time first,
     until none can go (or ``max_evals`` evaluations: a deterministic cap on the work). Each
-    removal is priced by :class:`~acir.plan_delta.PlanState` (``evaluate``'s peak exactly)."""
+    removal is priced by :class:`~acir.analysis.plan_delta.PlanState` (``evaluate``'s peak exactly)."""
     chosen = list(chosen)
     state = PlanState(p, chosen)
     evals = 0
@@ -274,7 +274,7 @@ def _prune(p: Problem, budget: int, chosen: list[int], max_evals: int = 400) -> 
 def _swap(p: Problem, budget: int, chosen: list[int], max_evals: int = 1500) -> list[int]:
     """Local search: replace one pick by one candidate not taken when that keeps the plan
     within the budget and lowers its recompute time (cascades and spikes priced exactly by
-    :class:`~acir.plan_delta.PlanState`), then drop what the budget no longer needs; repeat
+    :class:`~acir.analysis.plan_delta.PlanState`), then drop what the budget no longer needs; repeat
     until no swap helps or ``max_evals`` prices (a deterministic cap on the work). The
     greedy's ratio rule can take an activation whose replay later turns out expensive —
     a cascade through sources recomputed after it — and never revisit it; this does."""
@@ -325,7 +325,7 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
                       start: tuple[int, ...] = (), banned: frozenset[int] = frozenset()) -> list[int] | None:
     """A second greedy: among the ``width`` best-ratio candidates that cover the current peak,
     take the one that lowers the peak most per second of recomputation it really adds (both
-    priced by the evaluator's model, :class:`~acir.plan_delta.PlanState`, so cascades and
+    priced by the evaluator's model, :class:`~acir.analysis.plan_delta.PlanState`, so cascades and
     spikes count). Gives up (None) when none of them lowers the peak, or once its plan's
     recompute time exceeds ``limit_s`` (picks only ever add time)."""
     ratio = np.array([p.sizes[i] / max(p.times[i], 1e-12) for i in range(p.n_candidates)])

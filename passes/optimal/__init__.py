@@ -1,6 +1,6 @@
 """The ``optimal`` pass: the least-recompute plan within the budget, by MILP, as the yardstick.
 
-The heuristics are judged against it: on the same :class:`~acir.plan_problem.Problem`
+The heuristics are judged against it: on the same :class:`~acir.analysis.problem.Problem`
 and under the same evaluator, it finds the plan with the least added recompute time whose
 predicted peak fits the budget (:mod:`acir.passes.optimal.solver`), and records how far
 from proven optimal it is (``optimality_gap`` in the plan block). It starts from the
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acir.ir import Module
-from acir.pass_manager import Pass, PassResult
-from acir.plan_problem import Problem, evaluate
+from acir.ir.graph import Module
+from acir.pipeline.manager import Pass, PassResult
+from acir.analysis.problem import Problem, evaluate
 
 __all__ = ["Optimal", "warm_starts"]
 
@@ -58,13 +58,13 @@ class Optimal(Pass):
     time_limit: float = field(default=30.0, metadata={"help": "seconds for the solver; the best plan so far is kept"})
 
     def run(self, module: Module) -> PassResult:
-        from acir.planning import run_planner
+        from acir.passes.planner_base import run_planner
 
         return run_planner(module, self, self.budget, self._solve)
 
     def _solve(self, problem: Problem, budget: int):
         from acir.passes.optimal.solver import solve
-        from acir.planning import PlannerResult
+        from acir.passes.planner_base import PlannerResult
 
         s = solve(problem, budget, warm_starts(problem, budget), time_limit_s=self.time_limit)
         return PlannerResult(s.chosen, s.feasible, srcs=None, recompute_times=None, optimality_gap=s.mip_gap)

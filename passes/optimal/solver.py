@@ -1,10 +1,10 @@
 """The least-recompute plan within a memory budget, as a mixed-integer program (HiGHS).
 
 The heuristics (μ-TWO, the baselines) need a yardstick: how much recompute time does a
-budget *really* cost? This module answers it for a :class:`~acir.plan_problem.Problem` —
+budget *really* cost? This module answers it for a :class:`~acir.analysis.problem.Problem` —
 no IR, no torch, plain arrays in and a set of candidate indices out, as PyTorch's
 ``knapsack.py`` does — and judges its answer with the evaluator every planner is judged by
-(:func:`acir.plan_problem.evaluate`), so "optimal" means optimal under that model.
+(:func:`acir.analysis.problem.evaluate`), so "optimal" means optimal under that model.
 
 The formulation
 ---------------
@@ -73,7 +73,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from acir.plan_problem import Evaluation, Problem, evaluate
+from acir.analysis.problem import Evaluation, Problem, evaluate
 
 __all__ = ["OptimalSolution", "solve"]
 

@@ -1,0 +1,210 @@
+"""Convert a traced training step (an fx graph of aten ops with fake-tensor metadata) to the IR.
+
+What happens here: every tensor in ``node.meta["val"]`` becomes a :class:`~acir.ir.graph.Value`
+whose storage is found by identity of the (fake) storage, so views and in-place results
+share their base's storage; ``getitem`` nodes fold into their producer's output tree (every
+tensor an op returns gets a value, used or not, because it is allocated either way);
+profiler bookkeeping nodes are dropped. Roles follow storages: a graph input's storage has
+its input's role, a new storage takes the role of where it is created (forward:
+activation; backward: gradient when it ends as a parameter's ``.grad``, else other;
+optimizer: other). Every dropout draw gets a saved random-number state
+(:func:`acir.ir.rng.insert_state_nodes`), so that a recomputation can replay it.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from acir.errors import CaptureError
+from acir.ir.graph import (
+    INPUT_ROLE, Device, DType, Graph, GraphInput, InputKind, Layout, MemoryFormat, Node, Region, Role, Storage,
+    Value, ValueRef,
+)
+from acir.frontend.trace import TracedStep
+
+#: Constants the step creates are stored in the artifact; past this size they should be buffers.
+MAX_CONSTANT_BYTES = 1 << 20
+
+#: Namespaces whose nodes are bookkeeping with no effect on the numbers (record_function).
+_DROPPED_NAMESPACES = ("profiler",)
+
+
+class _Importer:
+    def __init__(self) -> None:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        self._weakref = StorageWeakRef
+        self.graph = Graph()
+        self.storage_of: dict[Any, int] = {}   # StorageWeakRef -> storage id
+        self.storage_role: dict[int, Role] = {}
+        self.keepalive: list = []
+        self.grad_storages: set = set()
+
+    def storage_key(self, t):
+        return self._weakref(t.untyped_storage())
+
+    def new_value(self, t, role_if_new: Role) -> ValueRef:
+        import torch
+
+        if not isinstance(t, torch.Tensor):
+            raise CaptureError(f"an op produced a {type(t).__name__}, not a tensor; acir captures tensor programs only")
+        if t.layout != torch.strided:
+            raise CaptureError(f"an op produced a {t.layout} tensor; only strided tensors are supported")
+        key = self.storage_key(t)
+        sid = self.storage_of.get(key)
+        if sid is None:
+            sid = len(self.graph.storages)
+            self.storage_of[key] = sid
+            self.keepalive.append(t)
+            self.graph.storages.append(Storage(sid, t.untyped_storage().nbytes(), str(t.device)))
+            self.storage_role[sid] = role_if_new
+        vid = len(self.graph.values)
+        dtype = str(t.dtype).removeprefix("torch.")
+        self.graph.values[vid] = Value(vid, tuple(t.shape), dtype, tuple(t.stride()), sid, t.storage_offset(),
+                                       t.numel() * t.element_size(), self.storage_role[sid])
+        return ValueRef(vid)
+
+    def constant(self, name: str, t) -> ValueRef:
+        """A tensor constant of the traced step, stored inline as a CONSTANT graph input."""
+        import torch
+
+        if not isinstance(t, torch.Tensor) or t.numel() * t.element_size() > MAX_CONSTANT_BYTES:
+            raise CaptureError(f"the step creates a constant {name} larger than {MAX_CONSTANT_BYTES} bytes "
+                               "(or not a tensor); create it as a registered buffer of the model instead")
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(t, FakeTensor):  # a real tensor the step closes over: make_fx kept only its fake
+            raise CaptureError(f"the step reads a tensor it closes over ({name}, shape {tuple(t.shape)}), not a "
+                               "parameter, buffer or batch tensor; register it as a buffer of the model "
+                               "(module.register_buffer) or pass it in the batch")
+        t = t.detach().contiguous()
+        data = t.reshape(-1).view(torch.uint8).cpu().numpy().tobytes() if t.numel() else b""
+        ref = self.new_value(t, Role.INPUT)
+        self.graph.inputs.append(GraphInput(ref.id, InputKind.CONSTANT, name, data))
+        return ref
+
+    def outputs(self, val, role_if_new: Role):
+        if val is None:
+            return None
+        if isinstance(val, (tuple, list)):
+            return [self.outputs(v, role_if_new) for v in val]
+        return self.new_value(val, role_if_new)
+
+
+def _arg(a, env: dict, where: str):
+    import torch
+    import torch.fx as fx
+
+    if isinstance(a, fx.Node):
+        if a not in env:
+            raise CaptureError(f"{where}: uses {a.name}, which produced no tensor")
+        return env[a]
+    if a is None or isinstance(a, (bool, int, float, str)):
+        return a
+    if isinstance(a, (list, tuple)):
+        return [_arg(x, env, where) for x in a]
+    if isinstance(a, torch.dtype):
+        return DType(str(a).removeprefix("torch."))
+    if isinstance(a, torch.device):
+        return Device(str(a))
+    if isinstance(a, torch.layout):
+        return Layout(str(a).removeprefix("torch."))
+    if isinstance(a, torch.memory_format):
+        return MemoryFormat(str(a).removeprefix("torch."))
+    raise CaptureError(f"{where}: argument {a!r} of type {type(a).__name__} cannot be stored in the IR")
+
+
+def _regions(traced: TracedStep):
+    region = Region.FORWARD
+    for n in traced.gm.graph.nodes:
+        yield n, region
+        if n is traced.forward_end:
+            region = Region.BACKWARD
+        if n is traced.backward_end:
+            region = Region.OPTIMIZER
+
+
+def import_step(traced: TracedStep) -> Graph:
+    import torch
+
+    imp = _Importer()
+    g = imp.graph
+    for grad in traced.grads:
+        imp.grad_storages.add(imp.storage_key(grad))
+    env: dict = {}          # fx node -> Arg tree (ValueRef or list)
+    placeholders = [n for n in traced.gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(traced.inputs):
+        raise CaptureError(f"traced graph has {len(placeholders)} inputs, expected {len(traced.inputs)}")
+    for ph, (kind, name) in zip(placeholders, traced.inputs):
+        ref = imp.new_value(ph.meta["val"], INPUT_ROLE[kind])
+        g.inputs.append(GraphInput(ref.id, kind, name))
+        env[ph] = ref
+    marks = {node: path for node, path in traced.module_marks}  # the last mark after a node wins
+    module = ""
+    dropped: set = set()
+    names_seen: set[str] = set()
+    for fxn, region in _regions(traced):
+        if fxn.op == "placeholder":
+            module = marks.get(fxn, module)
+            continue
+        if fxn.op == "output":
+            (outs,) = fxn.args
+            for o in outs:
+                ref = _arg(o, env, "graph output")
+                if not isinstance(ref, ValueRef):
+                    raise CaptureError("the step's output is not a single tensor")
+                g.outputs.append(ref.id)
+            continue
+        if fxn.op == "get_attr":
+            env[fxn] = imp.constant(fxn.target, getattr(traced.gm, fxn.target))
+            module = marks.get(fxn, module)
+            continue
+        if fxn.op != "call_function":
+            raise CaptureError(f"unsupported fx node {fxn.name} ({fxn.op})")
+        target = fxn.target
+        if target is operator.getitem:
+            parent, idx = fxn.args
+            if parent in dropped:
+                dropped.add(fxn)
+            else:
+                env[fxn] = env[parent][idx]
+            module = marks.get(fxn, module)
+            continue
+        if not isinstance(target, torch._ops.OpOverload):
+            raise CaptureError(f"unsupported operation {target} at {fxn.name}; acir captures aten operators only")
+        if target.namespace in _DROPPED_NAMESPACES:
+            dropped.add(fxn)
+            module = marks.get(fxn, module)
+            continue
+        where = f"{fxn.name} ({target})"
+        args = [_arg(a, env, where) for a in fxn.args]
+        kwargs = {k: _arg(v, env, where) for k, v in fxn.kwargs.items()}
+        if region is Region.FORWARD:
+            role = Role.ACTIVATION
+        elif region is Region.BACKWARD:
+            role = Role.OTHER
+        else:
+            role = Role.OTHER
+        val = fxn.meta.get("val")
+        if region is Region.BACKWARD and isinstance(val, torch.Tensor) and imp.storage_key(val) in imp.grad_storages:
+            role = Role.GRAD
+        elif region is Region.BACKWARD and isinstance(val, (tuple, list)):
+            role = None  # decided per element below
+        if role is None:
+            outs = [imp.outputs(v, Role.GRAD if isinstance(v, torch.Tensor) and imp.storage_key(v) in imp.grad_storages
+                                else Role.OTHER) for v in val]
+        else:
+            outs = imp.outputs(val, role)
+        name = fxn.name
+        assert name not in names_seen
+        names_seen.add(name)
+        node = Node(id=len(g.nodes), name=name, op=str(target), args=args, kwargs=kwargs, outputs=outs,
+                    region=region, module=module if region is not Region.OPTIMIZER else "")
+        g.nodes.append(node)
+        env[fxn] = outs
+        module = marks.get(fxn, module)
+    from acir.ir.rng import insert_state_nodes
+
+    insert_state_nodes(g)  # so that a recomputation can replay dropout's draws (acir.ir.rng)
+    return g

@@ -1,0 +1,31 @@
+"""Rebuild the live model, optimizer and batch an artifact was captured from.
+
+``acir-run`` and the check need real tensors: the provenance in the artifact's header
+names the model, sizes, optimizer and seed, and building again from the same seed gives
+the same weights and batch bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from acir.errors import RunError
+from acir.ir.graph import Module, Provenance
+
+
+def provenance_for(module: Module, model_override: str | None = None) -> Provenance:
+    prov = module.header.provenance
+    if model_override:
+        prov = replace(prov, model=model_override)
+    if not prov.model:
+        raise RunError("the artifact records no model to rebuild (no provenance); capture it with acir-capture, "
+                       "or use the Python API with your own model")
+    return prov
+
+
+def rebuild(prov: Provenance):
+    """(model, optimizer, loss_fn, batch), built with real tensors from ``prov``."""
+    from acir.frontend.step import build_workload
+
+    wl, opt = build_workload(prov)
+    return wl.model, opt, wl.loss_fn, wl.batch

@@ -1,0 +1,97 @@
+"""Capture: a model by name (or the user's factory) -> an annotated acir Module.
+
+The workload and optimizer are built inside a ``FakeTensorMode``, so capturing a batch
+that would not fit in memory costs no memory. By default the captured step then runs each
+parameter's update as soon as its gradient is final (the ``interleave-optimizer`` pass,
+recorded in the header's pipeline; ``schedule="eager"`` keeps PyTorch's order): the same
+numbers bit for bit, without every gradient alive at once; the provenance (model spec, sizes,
+optimizer and its hyper-parameters, seed, torch version) is recorded so that
+``acir-run`` can rebuild the very same model, batch and optimizer later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from acir import __version__
+from acir.errors import CaptureError
+from acir.ir.graph import Header, Module, Provenance
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    model: str
+    batch_size: int = 2
+    seq_len: int = 0
+    image_size: int = 0
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    schedule: str = "interleaved"  # or "eager": the optimizer after the whole backward
+
+
+def build_workload(opts: CaptureOptions | Provenance):
+    """(workload, optimizer) for ``opts`` built from ``opts.seed``, in the current tensor mode."""
+    import torch
+
+    from acir.frontend import zoo
+    from acir.frontend.optim import make_optimizer, prepare
+
+    torch.manual_seed(opts.seed)
+    lr = opts.lr if isinstance(opts, CaptureOptions) else float(opts.optimizer_options.get("lr", "0.001"))
+    wl = zoo.build(opts.model, opts.batch_size, opts.seq_len, opts.image_size)
+    if opts.device != "cpu":
+        wl.model.to(opts.device)
+        from torch.utils._pytree import tree_map
+
+        wl.batch = tree_map(lambda t: t.to(opts.device) if isinstance(t, torch.Tensor) else t, wl.batch)
+    opt = make_optimizer(opts.optimizer, wl.model.parameters(), lr)
+    prepare(opt)
+    return wl, opt
+
+
+def module_from_workload(model, opt, loss_fn, batch, provenance: Provenance) -> Module:
+    from acir.frontend.fx_import import import_step
+    from acir.frontend.trace import trace_step
+
+    traced = trace_step(model, opt, loss_fn, batch)
+    graph = import_step(traced)
+    return Module(Header(producer=f"acir {__version__}", provenance=provenance), graph)
+
+
+def capture(opts: CaptureOptions) -> Module:
+    """Capture one training iteration of ``opts.model`` under fake tensors."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from acir.frontend import zoo
+    from acir.frontend.optim import optimizer_options
+
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CaptureError("--device cuda asked for, but torch sees no CUDA device on this machine")
+    seq_len, image_size = zoo.effective_sizes(opts.model, opts.seq_len, opts.image_size)
+    opts = CaptureOptions(**{**opts.__dict__, "seq_len": seq_len, "image_size": image_size})
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        wl, opt = build_workload(opts)
+    if opts.schedule not in SCHEDULES:
+        raise CaptureError(f"unknown schedule {opts.schedule!r}; use {' or '.join(SCHEDULES)}")
+    prov = Provenance(model=opts.model, batch_size=opts.batch_size, seq_len=seq_len, image_size=image_size,
+                      optimizer=opts.optimizer, optimizer_options=optimizer_options(opt), seed=opts.seed,
+                      device=opts.device, dtype="float32", torch_version=torch.__version__)
+    module = module_from_workload(wl.model, opt, wl.loss_fn, wl.batch, prov)
+    if opts.schedule == "interleaved":
+        interleave(module)
+    return module
+
+
+#: How the optimizer is scheduled in a captured step (see passes/interleave_optimizer.py).
+SCHEDULES = ("interleaved", "eager")
+
+
+def interleave(module: Module) -> None:
+    """Apply the ``interleave-optimizer`` pass (recorded in the header's pipeline)."""
+    from acir.pipeline.manager import PassManager
+    from acir.passes.interleave_optimizer import InterleaveOptimizer
+
+    PassManager([InterleaveOptimizer()]).run(module)

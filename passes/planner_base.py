@@ -1,0 +1,113 @@
+"""Running any planner as a pass: one path from budget to plan block, shared by all of them.
+
+Every planner pass (``mutwo``, ``optimal``, ``keep-all``, ``recompute-all``,
+``chen-sqrt``) builds the same :class:`~acir.analysis.problem.Problem` from the graph
+(:mod:`acir.analysis.candidates`), resolves its budget the same way (DESIGN.md: bytes, or a
+percentage of what activation checkpointing can act on), hands the problem to its pure
+solver, and has the answer judged by the same evaluator (:func:`acir.analysis.problem.evaluate`)
+before it is written as the ``plan`` block. So plans compare on equal terms, and a budget
+below what recomputation can reach is one error that states the smallest reachable peak.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from acir.ir.graph import Module
+from acir.pipeline.manager import Pass, PassResult
+from acir.analysis.problem import Problem, evaluate, recomputable_floor
+
+
+@dataclass(frozen=True)
+class PlannerResult:
+    chosen: tuple[int, ...]
+    feasible: bool
+    srcs: tuple[tuple[int, ...], ...] | None = None          # per candidate, when the planner tracks them
+    recompute_times: tuple[float, ...] | None = None          # per candidate, when the planner tracks them
+    optimality_gap: float = -1.0
+
+
+SolveFn = Callable[[Problem, int], PlannerResult]
+
+
+def lowest_reachable_peak(p: Problem) -> int:
+    """The lowest predicted peak known to be reachable: the no-AC peak, recompute-all's, and
+    where μ-TWO's greedy stops when asked for nothing (recompute-all is not always lowest:
+    its cascades of recomputations can spike above the no-AC peak)."""
+    from acir.passes.mutwo.solver import solve
+
+    probe = solve(p, 0, refine=False)
+    return min(p.no_ac_peak, recomputable_floor(p), probe.evaluation.peak)
+
+
+def resolve_budget(text: str, problem: Problem, no_ac_peak: int = 0) -> int:
+    """``text`` in bytes; a percentage refers to ``no_ac_peak`` (the graph as given; default:
+    the problem's own no-AC peak)."""
+    from acir.analysis.budget import parse_budget
+
+    return parse_budget(text).resolve(problem.persistent, no_ac_peak or problem.no_ac_peak)
+
+
+def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
+                require_budget: bool = True) -> PassResult:
+    """Plan ``module`` with ``solve`` and write the ``plan`` analysis block."""
+    from acir.ir import analyses
+    from acir.analysis.candidates import build
+    from acir.analysis.budget import infeasible_message
+    from acir.errors import PassFailed
+
+    cands = build(module)
+    p = cands.problem
+    if not budget_text and require_budget:
+        raise PassFailed(f"{pass_.name} needs a budget, e.g. {pass_.name}{{budget=60%}} or {pass_.name}{{budget=3GiB}}")
+    budget = resolve_budget(budget_text, p, cands.no_ac_peak) if budget_text else None
+    floor = lowest_reachable_peak(p)
+    t0 = time.perf_counter()
+    result = solve(p, budget if budget is not None else p.no_ac_peak)
+    solve_s = time.perf_counter() - t0
+    ev = evaluate(p, result.chosen)
+    if budget is not None and require_budget and (not result.feasible or ev.peak > budget):
+        raise PassFailed(infeasible_message(budget, min(floor, ev.peak), pass_.name))
+    chosen = set(result.chosen)
+    tensors = []
+    for i, sid in enumerate(cands.storages):
+        src = result.srcs[i] if result.srcs is not None else p.srcs[i]
+        rt = result.recompute_times[i] if result.recompute_times is not None else p.times[i]
+        tensors.append(analyses.TensorPlan(
+            storage=sid, decision=analyses.Decision.RECOMPUTE if i in chosen else analyses.Decision.KEEP,
+            reason=cands.reasons[i], srcs=[cands.storages[j] for j in src], recompute_s=rt,
+            recompute_count=ev.counts[i]))
+    module.analyses["plan"] = analyses.Plan(
+        revision=module.header.revision, planner=pass_.spec(), budget_bytes=budget if budget is not None else ev.peak,
+        predicted_peak_bytes=ev.peak, predicted_recompute_s=ev.recompute_s, solve_s=solve_s,
+        no_ac_peak_bytes=cands.no_ac_peak or p.no_ac_peak, floor_bytes=floor, tensors=tensors, optimality_gap=result.optimality_gap)
+    extra = {"loss_heads_fused": cands.fused.total} if cands.fused.total else {}
+    return PassResult(False, {**extra, "recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
+                              "predicted_recompute_s": round(ev.recompute_s, 6), "solve_s": round(solve_s, 4)})
+
+
+@dataclass(frozen=True)
+class FixedPlanner(Pass):
+    """Base of the baselines whose plan does not depend on the budget (it is only recorded).
+
+    A subclass sets ``name`` and a docstring and implements :meth:`choose`; the budget, when
+    given, is resolved and recorded like every planner's, so the plan block says whether the
+    baseline meets it.
+    """
+
+    requires = ("profile", "liveness")
+    preserves = ("profile", "liveness")
+
+    budget: str = field(default="", metadata={"help": "a budget to record (3GiB, 60%); not used to plan"})
+
+    def choose(self, problem: Problem) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def run(self, module: Module) -> PassResult:
+        return run_planner(module, self, self.budget, self._solve, require_budget=False)
+
+    def _solve(self, problem: Problem, budget: int) -> PlannerResult:
+        chosen = self.choose(problem)
+        return PlannerResult(chosen, evaluate(problem, chosen).peak <= budget)
