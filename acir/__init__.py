@@ -28,8 +28,8 @@ def save(module, path: str) -> None:
 
 
 def capture(*args, **kwargs):
-    """Capture one training iteration into a Module; see :func:`acir.frontend.step.capture`."""
-    from acir.frontend.step import capture as _capture
+    """Capture one training iteration into a Module; see :func:`acir.api.capture`."""
+    from acir.api import capture as _capture
 
     return _capture(*args, **kwargs)
 

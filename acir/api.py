@@ -22,14 +22,42 @@ Planning needs run times: the step is profiled first on deep copies of the model
 optimizer (so the originals are not updated, and the RNG state is restored), then
 ``liveness``, the planner and ``rewrite`` run as in ``acir-opt``. The updates stay
 bit-identical to eager PyTorch; a budget below the smallest reachable peak raises
-:class:`acir.errors.PassFailed` saying what that peak is.
+:class:`acir.errors.InfeasibleBudget` saying what that peak is.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from acir.frontend.step import SCHEDULES, CaptureOptions
 from acir.ir.graph import Module, Provenance
+
+__all__ = ["CaptureOptions", "SCHEDULES", "Step", "apply_schedule", "capture", "compile"]
+
+
+def apply_schedule(module: Module, schedule: str) -> None:
+    """Schedule the optimizer of a freshly captured ``module``: ``"interleaved"`` runs the
+    ``interleave-optimizer`` pass (recorded in the header's pipeline), ``"eager"`` keeps
+    PyTorch's order."""
+    from acir.errors import CaptureError
+
+    if schedule not in SCHEDULES:
+        raise CaptureError(f"unknown schedule {schedule!r}; use {' or '.join(SCHEDULES)}")
+    if schedule == "interleaved":
+        from acir.pipeline.manager import PassManager
+        from acir.pipeline.registry import build_pipeline
+
+        PassManager(build_pipeline("interleave-optimizer")).run(module)
+
+
+def capture(opts: CaptureOptions) -> Module:
+    """Capture one training iteration of ``opts.model`` under fake tensors (no memory), with
+    the optimizer scheduled as ``opts.schedule`` says."""
+    from acir.frontend.step import capture_model
+
+    module = capture_model(opts)
+    apply_schedule(module, opts.schedule)
+    return module
 
 
 class Step:
@@ -70,10 +98,7 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
                       optimizer_options=optimizer_options(optimizer), device=device,
                       torch_version=torch.__version__)
     module = module_from_workload(model, optimizer, loss_fn, example_batch, prov)
-    if schedule == "interleaved":
-        from acir.frontend.step import interleave
-
-        interleave(module)
+    apply_schedule(module, schedule)
     if verify:
         from acir.ir.verify import verify as verify_ir
 

@@ -15,7 +15,7 @@ import sys
 
 
 def main(specs: list[str]) -> None:
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
     from acir.analysis.loss_head import fused_view
     from acir.analysis.simulator import simulate, storage_lives
     from acir.tools.capture import _parser as capture_parser

@@ -20,7 +20,7 @@ import sys
 
 
 def main(spec: str, budgets: list[str]) -> None:
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
     from acir.errors import PassFailed
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline

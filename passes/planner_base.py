@@ -55,8 +55,7 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
     """Plan ``module`` with ``solve`` and write the ``plan`` analysis block."""
     from acir.ir import analyses
     from acir.analysis.candidates import build
-    from acir.analysis.budget import infeasible_message
-    from acir.errors import PassFailed
+    from acir.errors import InfeasibleBudget, PassFailed
 
     cands = build(module)
     p = cands.problem
@@ -69,7 +68,7 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
     solve_s = time.perf_counter() - t0
     ev = evaluate(p, result.chosen)
     if budget is not None and require_budget and (not result.feasible or ev.peak > budget):
-        raise PassFailed(infeasible_message(budget, min(floor, ev.peak), pass_.name))
+        raise InfeasibleBudget(budget, min(floor, ev.peak), pass_.name)
     chosen = set(result.chosen)
     tensors = []
     for i, sid in enumerate(cands.storages):

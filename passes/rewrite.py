@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 from acir.ir import analyses
 from acir.analysis.candidates import BATCH_NORMS, Candidates, build
-from acir.errors import PassFailed
+from acir.errors import InternalError, PassFailed
 from acir.ir.graph import Graph, Module, Node, Region, Storage, Value, ValueRef, arg_refs
 from acir.pipeline.manager import Pass, PassResult
 from acir.analysis.problem import recompute_set
@@ -141,7 +141,7 @@ def _replay_call(node: Node, rng_state: int | None = None) -> tuple[str, list, d
     args, kwargs = list(node.args), dict(node.kwargs)
     if node.op in REPLAY:
         if rng_state is None:
-            raise PassFailed(f"internal: {node.name} ({node.op}) is replayed without its saved random-number state")
+            raise InternalError(f"{node.name} ({node.op}) is replayed without its saved random-number state")
         return replay_call(node, ValueRef(rng_state))
     spec = _NO_STATS.get(node.op)
     if spec is None:
@@ -209,7 +209,7 @@ def rewrite(module: Module) -> RewriteStats:
                     continue
                 s = storage_of[vid]
                 if s in chosen_storages:
-                    raise PassFailed(f"internal: the replay of {node.name} before {nodes[h].name} reads s{s}, "
+                    raise InternalError(f"the replay of {node.name} before {nodes[h].name} reads s{s}, "
                                      "which is recomputed but has no copy there")
                 if s not in input_storages and last_use[s] < h:
                     extended.add(s)
@@ -217,7 +217,7 @@ def rewrite(module: Module) -> RewriteStats:
             for vid in node.output_ids():
                 s = storage_of[vid]
                 if s in input_storages:
-                    raise PassFailed(f"internal: replay of {node.name} would write graph input storage s{s}")
+                    raise InternalError(f"replay of {node.name} would write graph input storage s{s}")
                 if s not in fresh:
                     fresh[s] = b.storage(storages[s])
                 out_env[vid] = b.value(g.values[vid], fresh[s])

@@ -6,6 +6,13 @@ import os
 import sys
 
 import pytest
+from hypothesis import settings
+
+# Property tests are deterministic in the suite (CI must not depend on luck); run
+# `HYPOTHESIS_PROFILE=explore make test` to search with fresh random examples.
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_MODEL = os.path.join(ROOT, "examples", "user_model.py")
@@ -23,7 +30,7 @@ TINY = {
 @pytest.fixture(scope="session")
 def captured():
     """name -> Module, captured lazily once per session."""
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
 
     cache: dict = {}
 

@@ -129,7 +129,8 @@ def test_find_blocks():
     import torchvision
     from torch import nn
 
-    from acir.bench.configs import BenchError, checkpoint_blocks, find_blocks
+    from acir.bench.configs import checkpoint_blocks, find_blocks
+    from acir.errors import BenchError
 
     r18 = torchvision.models.resnet18(weights=None)
     blocks = find_blocks(r18)

@@ -18,7 +18,7 @@ def test_capture_verifies_and_round_trips(captured, name):
 
 
 def test_capture_is_deterministic(captured):
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
 
     again = capture(CaptureOptions("resnet18", 2, 0, 32))
     assert dumps(again) == dumps(captured("resnet18"))
@@ -38,7 +38,7 @@ def test_regions_are_ordered_and_all_present(captured):
 
 
 def test_eager_schedule_keeps_pytorch_order():
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
 
     m = capture(CaptureOptions("mlp", 2, schedule="eager"))
     regions = [n.region.value for n in m.graph.nodes]
@@ -46,7 +46,7 @@ def test_eager_schedule_keeps_pytorch_order():
 
 
 def test_interleaving_lowers_the_peak(captured):
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
     from acir.analysis.simulator import simulate
 
     eager = capture(CaptureOptions("resnet18", 2, 0, 32, schedule="eager"))
@@ -123,7 +123,7 @@ def test_fake_capture_costs_no_activation_memory():
     """A batch far too large to run is captured: only fake tensors are made."""
     import resource
 
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     m = capture(CaptureOptions("mlp", 4_000_000))  # 4M x 64 floats = 1 GiB of input alone

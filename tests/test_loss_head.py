@@ -43,7 +43,7 @@ def test_kernel_is_the_aten_pair_bit_for_bit(rows, classes, reduction, weighted)
 
 
 def _capture(spec: str, batch: int = 96):
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
 
     return capture(CaptureOptions(spec, batch))
 

@@ -101,7 +101,8 @@ def test_solution_properties(p: Problem, frac: float) -> None:
         else:
             assert before > ev.peak                                   # the best state, reached first
     assert len(s.counts) == len(s.recompute_times) == len(s.srcs) == p.n_candidates
-    assert s.iterations >= len(s.chosen)
+    if not s.refined:                                                 # a clean-up may take more picks
+        assert s.iterations >= len(s.chosen)                          # than the greedy's rounds
 
 
 @SETTINGS
@@ -386,12 +387,12 @@ def test_end_to_end_resnet18(resnet18_profiled) -> None:
 def test_unreachable_budget_fails_the_pass(resnet18_profiled) -> None:
     import copy
 
-    from acir.errors import PassFailed
+    from acir.errors import InfeasibleBudget
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
 
     module = copy.deepcopy(resnet18_profiled)
-    with pytest.raises(PassFailed, match="smallest reachable peak"):
+    with pytest.raises(InfeasibleBudget, match="smallest reachable peak"):
         PassManager(build_pipeline("mutwo{budget=60%}")).run(module)
     assert "plan" not in module.analyses
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ir_fixtures import conv_chain
 
 from acir.ir import analyses
-from acir.errors import PassFailed
+from acir.errors import InfeasibleBudget
 from acir.ir.graph import Module
 from acir.pipeline.manager import PassManager
 from acir.passes.chen_sqrt import chen_sqrt
@@ -305,7 +305,7 @@ def test_optimal_pass_spec_and_unreachable_budget():
     (p,) = build_pipeline("optimal{budget=60%,time-limit=5.0}")
     assert p.spec() == "optimal{budget=60%,time-limit=5.0}"
     assert build_pipeline("optimal{budget=1GiB}")[0].spec() == "optimal{budget=1GiB}"
-    with pytest.raises(PassFailed, match="optimal"):
+    with pytest.raises(InfeasibleBudget, match="optimal"):
         plan_with("liveness,optimal{budget=200000}")
 
 
@@ -314,7 +314,7 @@ def test_optimal_is_never_worse_than_mutwo_on_the_chain():
         opt = plan_with(f"liveness,optimal{{budget={budget}}}").analyses["plan"]
         try:
             mu = plan_with(f"liveness,mutwo{{budget={budget}}}").analyses["plan"]
-        except PassFailed:
+        except InfeasibleBudget:
             continue
         assert opt.predicted_recompute_s <= mu.predicted_recompute_s + 1e-12
         assert opt.predicted_peak_bytes <= budget and math.isfinite(opt.optimality_gap)

@@ -10,7 +10,7 @@ import pytest
 from ir_fixtures import small_module
 
 from acir.pipeline import registry
-from acir.errors import ParseError, PassFailed, PreconditionError, VerifyError
+from acir.errors import ParseError, PassCrashed, PreconditionError, VerifyError
 from acir.ir.graph import Module, Node, Region, ValueRef
 from acir.pipeline.manager import Pass, PassManager, PassResult
 from acir.ir.serde import dumps
@@ -215,7 +215,7 @@ def test_plain_exception_is_wrapped_and_the_ir_before_is_kept(passes) -> None:
     m = small_module()
     m.header.pipeline = []
     pm = PassManager(passes("touch,boom,dce"), keep_reproducer=True)
-    with pytest.raises(PassFailed) as e:
+    with pytest.raises(PassCrashed) as e:
         pm.run(m)
     assert str(e.value) == "pass 'boom' failed: ValueError: kaboom"
     assert isinstance(e.value.__cause__, ValueError)
@@ -239,7 +239,7 @@ def test_no_copy_unless_a_reproducer_is_wanted(passes, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(copy, "deepcopy", no_copy)
     pm = PassManager(passes("touch,boom"))
-    with pytest.raises(PassFailed):
+    with pytest.raises(PassCrashed):
         pm.run(small_module())
     assert pm.failure is not None and pm.failure.before is None
 
@@ -252,7 +252,7 @@ def test_acir_errors_propagate_as_they_are(passes) -> None:
 
 
 def test_a_result_that_is_not_a_pass_result_is_a_failure(passes) -> None:
-    with pytest.raises(PassFailed, match="pass 'wrong-result' failed: TypeError: run\\(\\) returned bool"):
+    with pytest.raises(PassCrashed, match="pass 'wrong-result' failed: TypeError: run\\(\\) returned bool"):
         run("wrong-result", passes)
 
 

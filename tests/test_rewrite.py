@@ -66,7 +66,7 @@ def with_plan(module, recompute: set[int]):
 
 @pytest.fixture(scope="module")
 def hazard():
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
 
     cache: dict = {}
 
@@ -371,7 +371,7 @@ def test_compile_with_an_unreachable_budget_says_the_smallest_peak():
     model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = (torch.randn(4, 8), torch.randint(0, 2, (4,)))
-    with pytest.raises(acir.errors.PassFailed, match="smallest reachable peak is"):
+    with pytest.raises(acir.errors.InfeasibleBudget, match="smallest reachable peak is"):
         acir.compile(model, opt, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), batch, budget="1B",
                      profile_reps=1)
     with pytest.raises(acir.errors.ParseError, match="not a planner"):

@@ -403,7 +403,7 @@ def test_node_comments_for_people():
 
 
 def test_format_bytes():
-    from acir.ir.text import format_bytes
+    from acir.units import format_bytes
 
     assert [format_bytes(n) for n in (0, 512, 1023, 1024, 524288, 189_500_000, 3 * 2**30, 5 * 2**40)] == \
         ["0 B", "512 B", "1023 B", "1.0 KiB", "512.0 KiB", "180.7 MiB", "3.0 GiB", "5.0 TiB"]

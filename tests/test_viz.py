@@ -22,7 +22,7 @@ from acir.ir.analyses import Decision, NodeProfile, Plan, Profile, TensorPlan
 from acir.ir.artifact import encode, write_path
 from acir.ir.graph import Module, Region, ValueRef
 from acir.tools.viz import main
-from acir.viz.common import read_sweep_csv
+from acir.bench.sweep import read_sweep_csv
 from acir.viz.dot import homes, select, to_dot
 from acir.viz.memory import predicted_ac
 

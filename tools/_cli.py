@@ -2,7 +2,9 @@
 
 A tool is ``main(argv) -> int``; its body raises :class:`acir.errors.AcirError` for
 anything a user can fix, and this wrapper prints ``acir-<tool>: error: <message>`` and
-returns 1 (2 for bad command lines, as argparse does). ``--traceback`` shows the stack.
+returns 1 (2 for bad command lines and :class:`~acir.errors.UsageError`, as argparse does).
+:class:`~acir.errors.InternalError` and any other exception are acir's bugs, printed as
+``internal error``. ``--traceback`` shows the stack.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import traceback
 from typing import Callable
 
-from acir.errors import AcirError
+from acir.errors import AcirError, InternalError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,11 +36,18 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse
     args = parser.parse_args(argv)
     try:
         return body(args) or 0
+    except InternalError as e:  # acir's own fault: say so, and how to see more
+        if args.traceback:
+            traceback.print_exc()
+        print(f"{prog}: error: internal error: {e} (run with --traceback for the stack)", file=sys.stderr)
+        return 1
     except AcirError as e:
         if args.traceback:
             traceback.print_exc()
+        if isinstance(e, UsageError):
+            parser.print_usage(sys.stderr)
         print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, UsageError) else 1
     except BrokenPipeError:
         # the reader (e.g. `| head`) went away: not an error
         devnull = os.open(os.devnull, os.O_WRONLY)

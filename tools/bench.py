@@ -117,7 +117,8 @@ def _parser():
 
 def _options(args):
     from acir.bench.driver import BenchOptions
-    from acir.bench.configs import FAMILIES, BenchError
+    from acir.bench.configs import FAMILIES
+    from acir.errors import BenchError
     from acir.analysis.budget import parse_budget
 
     try:
@@ -174,7 +175,7 @@ def _options(args):
 def _check_matched(opts) -> None:
     """Every ``=NAME`` budget names a configuration of the run that has a budget of its own."""
     from acir.bench.driver import config_specs
-    from acir.bench.configs import BenchError
+    from acir.errors import BenchError
 
     specs = config_specs(opts)
     plain = [sp.name for sp in specs if not sp.matched]
@@ -186,7 +187,7 @@ def _check_matched(opts) -> None:
 def _replot(args) -> int:
     from acir.bench.driver import format_table, read_results
     from acir.bench.plots import write_plots
-    from acir.bench.configs import BenchError
+    from acir.errors import BenchError
 
     if args.models:
         raise BenchError("--replot reads the models from the JSON; give no MODEL with it")
@@ -207,7 +208,7 @@ def _body(args) -> int:
     from dataclasses import asdict
 
     from acir.bench.driver import describe_machine, format_table, run, stderr_log, write_results
-    from acir.bench.configs import BenchError
+    from acir.errors import BenchError
     from acir.runtime.measure import malloc_setting
 
     if args.replot:

@@ -47,7 +47,7 @@ def _parser():
 
 def _body(args) -> int:
     from acir.ir.artifact import write_path
-    from acir.frontend.step import CaptureOptions, capture
+    from acir.api import CaptureOptions, capture
     from acir.errors import CaptureError
     from acir.frontend.zoo import ZOO
 

@@ -57,7 +57,7 @@ def make_arg_parser() -> argparse.ArgumentParser:
 
 
 def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
-    from acir.viz.report import StatsError
+    from acir.errors import StatsError
 
     try:
         with open(path, "w", newline="", encoding="utf-8") as f:
@@ -69,8 +69,9 @@ def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from acir.viz import report
+    from acir.errors import StatsError
     from acir.ir.artifact import read_path
+    from acir.viz import report
 
     if args.plot:  # fail on a bad extension before reading or simulating anything
         from acir.viz.plots import plot_format
@@ -85,7 +86,7 @@ def _body(args: argparse.Namespace) -> int:
         try:
             os.makedirs(args.output_dir, exist_ok=True)
         except OSError as e:
-            raise report.StatsError(f"cannot create {args.output_dir}: {e.strerror}") from None
+            raise StatsError(f"cannot create {args.output_dir}: {e.strerror}") from None
         write_csv(os.path.join(args.output_dir, "nodes.csv"), report.NODE_COLUMNS, report.node_rows(facts))
         write_csv(os.path.join(args.output_dir, "activations.csv"), report.ACTIVATION_COLUMNS,
                   report.activation_rows(facts))

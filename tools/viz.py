@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 
 from acir.tools._cli import make_parser, run_cli
 
@@ -121,7 +120,8 @@ def make_arg_parser() -> argparse.ArgumentParser:
 
 def _check_options(args: argparse.Namespace) -> str | None:
     """Every check that needs no input; returns the output format (None: DOT on stdout)."""
-    from acir.viz.common import GRAPH_FORMATS, PLOT_FORMATS, VizUsageError, find_dot, output_format
+    from acir.errors import VizUsageError
+    from acir.viz.common import GRAPH_FORMATS, PLOT_FORMATS, find_dot, output_format
 
     picture = "--memory" if args.memory else "--pareto" if args.pareto else None
     if picture:
@@ -163,7 +163,8 @@ def _read_raw(path: str) -> tuple[bytes, str]:
 def _read_module(path: str):
     """The artifact at ``path`` ('-': standard input); a sweep CSV is a usage error that says --pareto."""
     from acir.ir.artifact import read_bytes
-    from acir.viz.common import VizUsageError, is_sweep_csv
+    from acir.bench.sweep import is_sweep_csv
+    from acir.errors import VizUsageError
 
     data, source = _read_raw(path)
     if is_sweep_csv(data):
@@ -173,7 +174,8 @@ def _read_module(path: str):
 
 def _pareto(args: argparse.Namespace) -> None:
     from acir.ir.artifact import BINARY_PREFIX, TEXT_PREFIX
-    from acir.viz.common import VizUsageError, is_sweep_csv, pareto, read_sweep_csv
+    from acir.bench.sweep import is_sweep_csv, pareto, read_sweep_csv
+    from acir.errors import VizUsageError
 
     data, source = _read_raw(args.file)
     if not is_sweep_csv(data):
@@ -243,22 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_arg_parser()
 
     def body(args: argparse.Namespace) -> int:
-        from acir.viz.common import VizUsageError
-
-        try:
-            fmt = _check_options(args)
-            if args.pareto:
-                _pareto(args)
-            elif args.memory:
-                _memory(args)
-            else:
-                _graph(args, fmt)
-        except VizUsageError as e:  # a bad option: exit 2, as argparse does
-            if args.traceback:
-                traceback.print_exc()
-            parser.print_usage(sys.stderr)
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
+        fmt = _check_options(args)  # a bad option is a UsageError: run_cli prints the usage and exits 2
+        if args.pareto:
+            _pareto(args)
+        elif args.memory:
+            _memory(args)
+        else:
+            _graph(args, fmt)
         return 0
 
     return run_cli(PROG, parser, body, argv)

@@ -17,10 +17,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from acir.errors import AcirError, ParseError
-from acir.ir.text import format_bytes
+from acir.errors import InfeasibleBudget, ParseError, infeasible_message
 
-__all__ = ["Budget", "InfeasibleBudget", "infeasible_message", "parse_budget"]
+__all__ = ["Budget", "InfeasibleBudget", "infeasible_message", "parse_budget"]  # the last two from acir.errors
 
 _UNITS = {"": 1, "b": 1,
           "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4,
@@ -75,22 +74,3 @@ def parse_budget(text: str) -> Budget:
     if n <= 0:
         raise ParseError(f"bad budget {text!r}: it must be more than 0 bytes")
     return Budget(bytes=n)
-
-
-class InfeasibleBudget(AcirError):
-    """A budget below the smallest peak recomputation can reach; the message states that peak."""
-
-    def __init__(self, budget_bytes: int, floor_bytes: int, planner: str) -> None:
-        super().__init__(infeasible_message(budget_bytes, floor_bytes, planner))
-        self.budget_bytes, self.floor_bytes, self.planner = budget_bytes, floor_bytes, planner
-
-
-def _both(n: int) -> str:
-    return f"{format_bytes(n)} ({n} B)"
-
-
-def infeasible_message(budget_bytes: int, floor_bytes: int, planner: str) -> str:
-    """Why ``planner`` cannot meet the budget, with the smallest reachable peak to raise it to."""
-    return (f"{planner}: budget {_both(budget_bytes)} is below the smallest peak recomputation can reach, "
-            f"{_both(floor_bytes)}; the smallest reachable peak is {floor_bytes} bytes \u2014 raise the budget "
-            "to at least that")

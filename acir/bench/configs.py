@@ -31,14 +31,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from acir.errors import AcirError
+from acir.errors import BenchError
 
 #: The configuration families, in the order they run and are drawn.
 FAMILIES = ("eager", "noac", "acir-mutwo", "acir-optimal", "checkpoint", "torch-budget")
-
-
-class BenchError(AcirError):
-    """A bench option or configuration that cannot work as asked."""
 
 
 @dataclass(frozen=True)

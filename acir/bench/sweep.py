@@ -12,9 +12,12 @@ simulator, not measurements.
 from __future__ import annotations
 
 import time
+import csv
+import io
 from dataclasses import dataclass
 
 from acir.analysis.problem import Problem, evaluate
+from acir.errors import VizError, VizUsageError
 
 BUDGETED = ("mutwo", "optimal")
 BASELINES = ("keep-all", "recompute-all", "chen-sqrt")
@@ -108,3 +111,52 @@ def pareto_plot(points: list[SweepPoint], path: str, title: str, no_ac_peak: int
     ax.set_title(title)
     ax.legend()
     fig.savefig(path)
+
+
+# ---------------------------------------------------------------------------
+# The Pareto picture, from the sweep acir-sweep writes
+
+
+SWEEP_COLUMNS = ("planner", "budget_bytes", "feasible", "predicted_peak_bytes", "predicted_recompute_s",
+                 "recomputed", "solve_s")
+
+
+def is_sweep_csv(data: bytes) -> bool:
+    """Does ``data`` start with the header line of ``acir-sweep``'s CSV?"""
+    return data.lstrip().startswith(SWEEP_COLUMNS[0].encode() + b"," + SWEEP_COLUMNS[1].encode())
+
+
+def read_sweep_csv(data: bytes, source: str):
+    """The sweep points in ``acir-sweep``'s CSV (``data``, read from ``source``)."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise VizUsageError(f"{source}: not a sweep CSV ({e})") from None
+    if not rows or any(c not in rows[0] for c in SWEEP_COLUMNS):
+        raise VizUsageError(f"{source}: not a sweep CSV with rows; expected the columns {', '.join(SWEEP_COLUMNS)} "
+                            "(acir-sweep FILE -o sweep.csv writes one)")
+    out = []
+    for k, r in enumerate(rows, start=2):
+        try:
+            out.append(SweepPoint(r["planner"], int(r["budget_bytes"]), r["feasible"].strip() in ("1", "True", "true"),
+                                  int(r["predicted_peak_bytes"]), float(r["predicted_recompute_s"]),
+                                  int(r["recomputed"]), float(r["solve_s"])))
+        except (TypeError, ValueError) as e:
+            raise VizUsageError(f"{source}:{k}: bad sweep row ({e})") from None
+    return out
+
+
+def pareto(points, path: str, title: str | None = None) -> None:
+    """Draw the sweep with :func:`pareto_plot` (the picture ``acir-sweep --plot`` makes).
+
+    The CSV does not carry the no-AC peak: keep-all's predicted peak is exactly that, and
+    without a keep-all row the largest budget is (the sweep's budgets end at it).
+    """
+    keep = [p.predicted_peak_bytes for p in points if p.planner == "keep-all"]
+    no_ac = keep[0] if keep else max((p.budget_bytes for p in points), default=0)
+    if not no_ac:
+        no_ac = max(p.predicted_peak_bytes for p in points)
+    try:
+        pareto_plot(points, path, title or "planners: predicted peak vs added recompute time", no_ac)
+    except OSError as e:
+        raise VizError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,10 +1,8 @@
 """Capture: a model by name (or the user's factory) -> an annotated acir Module.
 
 The workload and optimizer are built inside a ``FakeTensorMode``, so capturing a batch
-that would not fit in memory costs no memory. By default the captured step then runs each
-parameter's update as soon as its gradient is final (the ``interleave-optimizer`` pass,
-recorded in the header's pipeline; ``schedule="eager"`` keeps PyTorch's order): the same
-numbers bit for bit, without every gradient alive at once; the provenance (model spec, sizes,
+that would not fit in memory costs no memory. The graph is in PyTorch's order; the schedule
+(``interleave-optimizer`` by default) is a pass, applied by :func:`acir.api.capture`. The provenance (model spec, sizes,
 optimizer and its hyper-parameters, seed, torch version) is recorded so that
 ``acir-run`` can rebuild the very same model, batch and optimizer later.
 """
@@ -60,8 +58,9 @@ def module_from_workload(model, opt, loss_fn, batch, provenance: Provenance) -> 
     return Module(Header(producer=f"acir {__version__}", provenance=provenance), graph)
 
 
-def capture(opts: CaptureOptions) -> Module:
-    """Capture one training iteration of ``opts.model`` under fake tensors."""
+def capture_model(opts: CaptureOptions) -> Module:
+    """Capture one training iteration of ``opts.model`` under fake tensors, in PyTorch's order
+    (the optimizer after the whole backward); :func:`acir.api.capture` applies ``opts.schedule``."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -79,19 +78,8 @@ def capture(opts: CaptureOptions) -> Module:
     prov = Provenance(model=opts.model, batch_size=opts.batch_size, seq_len=seq_len, image_size=image_size,
                       optimizer=opts.optimizer, optimizer_options=optimizer_options(opt), seed=opts.seed,
                       device=opts.device, dtype="float32", torch_version=torch.__version__)
-    module = module_from_workload(wl.model, opt, wl.loss_fn, wl.batch, prov)
-    if opts.schedule == "interleaved":
-        interleave(module)
-    return module
+    return module_from_workload(wl.model, opt, wl.loss_fn, wl.batch, prov)
 
 
 #: How the optimizer is scheduled in a captured step (see passes/interleave_optimizer.py).
 SCHEDULES = ("interleaved", "eager")
-
-
-def interleave(module: Module) -> None:
-    """Apply the ``interleave-optimizer`` pass (recorded in the header's pipeline)."""
-    from acir.pipeline.manager import PassManager
-    from acir.passes.interleave_optimizer import InterleaveOptimizer
-
-    PassManager([InterleaveOptimizer()]).run(module)

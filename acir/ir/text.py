@@ -45,13 +45,14 @@ import re
 
 from acir.ir.analyses import ANALYSES, Decision, Liveness, Plan, Profile
 from acir.errors import ParseError, SerdeError
+from acir.units import format_bytes
 from acir.ir.graph import (
     DTYPE_SIZE, LAYOUTS, MEMORY_FORMATS, SCHEMA_VERSION, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
     MemoryFormat, Module, Node, Region, Role, Storage, Value, ValueRef,
 )
 from acir.ir.text_parse import Bad, expect, expect_end, read_call, read_int, read_ints, read_string, read_word
 
-__all__ = ["contiguous_strides", "format_bytes", "parse_module", "print_module"]
+__all__ = ["contiguous_strides", "parse_module", "print_module"]
 
 _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16",
           "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8",
@@ -163,19 +164,6 @@ class _Printer:
         if isinstance(o, list):
             return "(" + ", ".join([self.outputs(x) for x in o]) + ")"
         return f"<unprintable {type(o).__name__}>"
-
-
-def format_bytes(n: int) -> str:
-    """``n`` bytes for people: ``512 B``, ``512.0 KiB``, ``180.7 MiB``."""
-    if abs(n) < 1024:
-        return f"{n} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if abs(n) < 1024:
-            break
-    else:
-        unit, n = "TiB", n / 1024
-    return f"{n:.1f} {unit}"
 
 
 def _blocks(m: Module) -> list[tuple[str, object]]:

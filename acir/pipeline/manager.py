@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TextIO
 
-from acir.errors import AcirError, ParseError, PassFailed, PreconditionError, VerifyError
+from acir.errors import AcirError, ParseError, PassCrashed, PreconditionError, VerifyError
 from acir.ir.graph import Module
 from acir.pipeline.syntax import PassSpec, format_pipeline
 
@@ -275,7 +275,7 @@ class PassManager:
                 raise
             except Exception as e:
                 self.failure = Failure(i, p, self.passes[i:], before)
-                raise PassFailed(f"pass '{p.spec()}' failed: {type(e).__name__}: {e}") from e
+                raise PassCrashed(f"pass '{p.spec()}' failed: {type(e).__name__}: {e}") from e
             seconds = time.perf_counter() - t0
             if result.modified:
                 self._bump_revision(p, module, old_rev, old_analyses)

@@ -36,8 +36,8 @@ from typing import Iterable
 from acir.ir.analyses import Decision, Plan, Profile
 from acir.ir.graph import Graph, InputKind, Module, Node, Region, Role
 from acir.viz.plots import ROLE_COLOURS
-from acir.ir.text import format_bytes
-from acir.viz.common import VizUsageError, human_time
+from acir.errors import VizUsageError
+from acir.units import format_bytes, human_time
 
 __all__ = ["DEFAULT_DEPTH", "REGION_FILL", "describe_selection", "find_node", "homes", "select", "to_dot"]
 

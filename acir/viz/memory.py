@@ -27,7 +27,8 @@ from acir.ir.graph import Graph, Module, Region
 from acir.viz.plots import ROLE_COLOURS, bucket_ranks
 from acir.viz.report import ROLE_ORDER, MiB
 from acir.analysis.simulator import simulate
-from acir.viz.common import PLOT_FORMATS, VizError, VizUsageError, output_format
+from acir.errors import VizError, VizUsageError
+from acir.viz.common import PLOT_FORMATS, output_format
 
 __all__ = ["align", "memory_figure", "predicted_ac", "require_liveness"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from acir.ir.analyses import Decision, Liveness, Plan, Profile
-from acir.errors import AcirError
+from acir.errors import StatsError
 from acir.ir.graph import Graph, Module, Node, Region, Role
 from acir.analysis.simulator import simulate, storage_lives, storage_roles
 
@@ -24,10 +24,6 @@ PERSISTENT_ROLES = (Role.PARAM, Role.BUFFER, Role.OPT_STATE, Role.INPUT)
 #: Every role, persistent ones first: the order of tables, JSON objects and plot stacks.
 ROLE_ORDER = PERSISTENT_ROLES + (Role.ACTIVATION, Role.GRAD, Role.OTHER)
 MiB = 2 ** 20
-
-
-class StatsError(AcirError):
-    """A report, CSV file or plot could not be made (bad option, unwritable path)."""
 
 
 @dataclass
