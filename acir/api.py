@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from acir.frontend.step import SCHEDULES, CaptureOptions
+from acir.ir.analyses import PLAN, PROFILE
 from acir.ir.graph import Module, Provenance
 
 __all__ = ["CaptureOptions", "SCHEDULES", "Step", "apply_schedule", "capture", "compile"]
@@ -76,7 +77,7 @@ class Step:
     @property
     def plan(self):
         """The plan the step was rewritten to (``None`` when compiled without a budget)."""
-        return self.module.analyses.get("plan")
+        return self.module.analyses.get(PLAN)
 
     def __call__(self, batch) -> Any:
         return self._bound(batch)
@@ -89,8 +90,8 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
     with ``budget``, planned by ``planner`` and rewritten to fit it."""
     import torch
 
-    from acir.frontend.step import module_from_workload
     from acir.frontend.optim import optimizer_options, prepare
+    from acir.frontend.step import module_from_workload
 
     prepare(optimizer)
     device = str(next(model.parameters()).device) if any(True for _ in model.parameters()) else "cpu"
@@ -115,10 +116,10 @@ def _plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, plan
     import torch
 
     from acir.errors import ParseError
-    from acir.pipeline.manager import PassManager
     from acir.passes.profile import profile_step
-    from acir.pipeline.syntax import PassSpec
+    from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import instantiate, pass_class
+    from acir.pipeline.syntax import PassSpec
 
     cls = pass_class(planner)
     if "budget" not in [o.key for o in cls.options()]:
@@ -128,7 +129,7 @@ def _plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, plan
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     try:
         work_model, work_opt = copy.deepcopy((model, optimizer))
-        module.analyses["profile"] = profile_step(module, work_model, work_opt, batch, reps, 1)
+        module.analyses[PROFILE] = profile_step(module, work_model, work_opt, batch, reps, 1)
         del work_model, work_opt
     finally:
         torch.random.set_rng_state(cpu_rng)

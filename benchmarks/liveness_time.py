@@ -7,8 +7,9 @@ import statistics
 import sys
 import time
 
-import acir
 from acir.passes.liveness import Liveness
+
+import acir
 
 module = acir.load(sys.argv[1])
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 5

@@ -15,10 +15,11 @@ import sys
 
 
 def main(specs: list[str]) -> None:
-    from acir.api import CaptureOptions, capture
+    from acir.tools.capture import _parser as capture_parser
+
     from acir.analysis.loss_head import fused_view
     from acir.analysis.simulator import simulate, storage_lives
-    from acir.tools.capture import _parser as capture_parser
+    from acir.api import CaptureOptions, capture
 
     for spec in specs:
         a = capture_parser().parse_args(shlex.split(spec))

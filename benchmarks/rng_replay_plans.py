@@ -18,14 +18,17 @@ import copy
 import shlex
 import sys
 
+from acir.ir.analyses import PLAN, PROFILE
+
 
 def main(spec: str, budgets: list[str]) -> None:
+    from acir.tools.capture import _parser as capture_parser
+
     from acir.api import CaptureOptions, capture
     from acir.errors import PassFailed
+    from acir.ir.rng import KEEP_OP
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
-    from acir.ir.rng import KEEP_OP
-    from acir.tools.capture import _parser as capture_parser
 
     a = capture_parser().parse_args(shlex.split(spec))
     m = capture(CaptureOptions(a.model, a.batch_size, a.seq_len, a.image_size))
@@ -34,7 +37,7 @@ def main(spec: str, budgets: list[str]) -> None:
     without.graph.nodes = [n for n in without.graph.nodes if n.op != KEEP_OP]
     PassManager(build_pipeline("liveness")).run(without)
     mib = 2 ** 20
-    iteration = sum(m.analyses["profile"].run_s().values())
+    iteration = sum(m.analyses[PROFILE].run_s().values())
     print(f"{spec}: one iteration {iteration * 1e3:.0f} ms (sum of profiled node times)")
     for label, module in (("with dropout replay", m), ("without (masks kept)", without)):
         for budget in budgets:
@@ -44,7 +47,7 @@ def main(spec: str, budgets: list[str]) -> None:
             except PassFailed as e:
                 print(f"  {label:22} budget {budget:>10}: {e}")
                 continue
-            plan = trial.analyses["plan"]
+            plan = trial.analyses[PLAN]
             print(f"  {label:22} budget {budget:>10}: floor {plan.floor_bytes / mib:.1f} MiB; predicted peak "
                   f"{plan.predicted_peak_bytes / mib:.1f} MiB, added time {plan.predicted_recompute_s * 1e3:.0f} ms "
                   f"({100 * plan.predicted_recompute_s / iteration:+.1f}%), {len(plan.recomputed())} recomputed")

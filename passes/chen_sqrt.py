@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from acir.passes.planner_base import FixedPlanner
+
 from acir.analysis.problem import Problem
 
 __all__ = ["ChenSqrt", "chen_sqrt"]

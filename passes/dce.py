@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from acir.ir.graph import Graph, Module, Node
 from acir.ir.ops import is_random
 from acir.ir.rng import KEEP_OP
-from acir.pipeline.manager import Pass, PassResult
+from acir.pipeline.pass_base import Pass, PassResult
 
 _KNOWN_NAMESPACES = ("aten", "prims")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from acir.ir.graph import Module, Region
-from acir.pipeline.manager import Pass, PassResult
+from acir.pipeline.pass_base import Pass, PassResult
 
 
 class _UnionFind:

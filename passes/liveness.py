@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acir.ir import analyses
-from acir.ir.graph import Module
-from acir.pipeline.manager import Pass, PassResult
 from acir.analysis.simulator import simulate, storage_lives
+from acir.ir import analyses
+from acir.ir.analyses import LIVENESS, PROFILE
+from acir.ir.graph import Module
+from acir.pipeline.pass_base import Pass, PassResult
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,17 @@ class Liveness(Pass):
     """
 
     name = "liveness"
+    ensures = (LIVENESS,)
 
     def run(self, module: Module) -> PassResult:
         g = module.graph
         rev = module.header.revision
-        prof = module.analyses.get("profile")
+        prof = module.analyses.get(PROFILE)
         fresh = isinstance(prof, analyses.Profile) and prof.revision == rev
         lives = storage_lives(g, prof.run_s() if fresh else None)
         tl = simulate(g, lives)
         peak_node = g.nodes[tl.peak_rank].id if tl.peak_rank >= 0 else -1
-        module.analyses["liveness"] = analyses.Liveness(
+        module.analyses[LIVENESS] = analyses.Liveness(
             revision=rev, storages=lives, timeline=tl.live, simulated_peak_bytes=tl.peak_bytes,
             peak_node=peak_node, peak_by_role=tl.peak_by_role(), persistent_bytes=tl.persistent_bytes,
             used_profile=fresh)

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from acir.ir.graph import Module
-from acir.pipeline.manager import Pass, PassResult
 from acir.analysis.problem import Problem, evaluate, recomputable_floor
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
+from acir.ir.graph import Module
+from acir.pipeline.pass_base import Pass, PassResult
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,9 @@ def resolve_budget(text: str, problem: Problem, no_ac_peak: int = 0) -> int:
 def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
                 require_budget: bool = True) -> PassResult:
     """Plan ``module`` with ``solve`` and write the ``plan`` analysis block."""
-    from acir.ir import analyses
     from acir.analysis.candidates import build
     from acir.errors import InfeasibleBudget, PassFailed
+    from acir.ir import analyses
 
     cands = build(module)
     p = cands.problem
@@ -78,7 +79,7 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
             storage=sid, decision=analyses.Decision.RECOMPUTE if i in chosen else analyses.Decision.KEEP,
             reason=cands.reasons[i], srcs=[cands.storages[j] for j in src], recompute_s=rt,
             recompute_count=ev.counts[i]))
-    module.analyses["plan"] = analyses.Plan(
+    module.analyses[PLAN] = analyses.Plan(
         revision=module.header.revision, planner=pass_.spec(), budget_bytes=budget if budget is not None else ev.peak,
         predicted_peak_bytes=ev.peak, predicted_recompute_s=ev.recompute_s, solve_s=solve_s,
         no_ac_peak_bytes=cands.no_ac_peak or p.no_ac_peak, floor_bytes=floor, tensors=tensors, optimality_gap=result.optimality_gap)
@@ -96,8 +97,9 @@ class FixedPlanner(Pass):
     baseline meets it.
     """
 
-    requires = ("profile", "liveness")
-    preserves = ("profile", "liveness")
+    requires = (PROFILE, LIVENESS)
+    preserves = (PROFILE, LIVENESS)
+    ensures = (PLAN,)
 
     budget: str = field(default="", metadata={"help": "a budget to record (3GiB, 60%); not used to plan"})
 

@@ -19,8 +19,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from acir.ir.analyses import PROFILE
 from acir.ir.graph import Module
-from acir.pipeline.manager import Pass, PassResult
+from acir.pipeline.pass_base import Pass, PassResult
 
 
 def _progress(msg: str) -> None:
@@ -33,6 +34,7 @@ class Profile(Pass):
     """Measure every node's run time and memory by running the step on the rebuilt model."""
 
     name: ClassVar[str] = "profile"
+    ensures = (PROFILE,)
 
     reps: int = field(default=5, metadata={"help": "timed iterations; each node's time is their median"})
     warmup: int = field(default=2, metadata={"help": "untimed iterations first"})
@@ -49,7 +51,7 @@ class Profile(Pass):
                              "capture it with acir-capture (or profile through the Python API)")
         model, opt, _, batch = rebuild(prov)
         prof = profile_step(module, model, opt, batch, self.reps, self.warmup)
-        module.analyses["profile"] = prof
+        module.analyses[PROFILE] = prof
         total = sum(p.run_s for p in prof.nodes)
         iteration = prof.iteration_s
         return PassResult(False, {"measured_peak_bytes": prof.measured_peak_bytes, "profiled_s": round(total, 6),

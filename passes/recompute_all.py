@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from acir.passes.planner_base import FixedPlanner
+
 from acir.analysis.problem import Problem
 
 __all__ = ["RecomputeAll", "recompute_all"]

@@ -37,8 +37,8 @@ Before any of that, the loss heads are computed in place (:mod:`acir.analysis.lo
 planners planned on that fused view, so the rewrite realises it too.
 
 The graph revision is bumped; a ``profile`` block at the new revision carries each
-copy's run time from its original (the other nodes keep theirs), and ``liveness`` is
-re-run, so ``acir-stats`` shows the simulated peak after the rewrite beside the plan's
+copy's run time from its original (the other nodes keep theirs), and the manager
+recomputes ``liveness`` after it (the pass ``ensures`` it), so ``acir-stats`` shows the simulated peak after the rewrite beside the plan's
 prediction (the ``plan`` block is kept as the record of what was asked, at its revision).
 """
 
@@ -48,13 +48,23 @@ import copy
 from collections import ChainMap
 from dataclasses import dataclass, field
 
-from acir.ir import analyses
 from acir.analysis.candidates import BATCH_NORMS, Candidates, build
-from acir.errors import InternalError, PassFailed
-from acir.ir.graph import Graph, Module, Node, Region, Storage, Value, ValueRef, arg_refs
-from acir.pipeline.manager import Pass, PassResult
 from acir.analysis.problem import recompute_set
+from acir.errors import InternalError, PassFailed
+from acir.ir import analyses
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
+from acir.ir.graph import (
+    Graph,
+    Module,
+    Node,
+    Region,
+    Storage,
+    Value,
+    ValueRef,
+    arg_refs,
+)
 from acir.ir.rng import REPLAY, linked_states, replay_call
+from acir.pipeline.pass_base import Pass, PassResult
 
 __all__ = ["Rewrite", "rewrite"]
 
@@ -79,7 +89,7 @@ class RewriteStats:
 
 
 def _chosen(module: Module, cands: Candidates) -> list[int]:
-    plan = module.analyses["plan"]
+    plan = module.analyses[PLAN]
     index = {sid: i for i, sid in enumerate(cands.storages)}
     chosen = []
     for t in plan.tensors:
@@ -262,13 +272,11 @@ def _rehome_views(g: Graph, node: Node, home: dict[int, int]) -> int:
     return moved
 
 
-def _carry_profile(module: Module, revision: int, absorbed: dict[int, int]) -> analyses.Profile | None:
+def _carry_profile(module: Module, revision: int, absorbed: dict[int, int]) -> analyses.Profile:
     """The old profile's node times, each copy carrying its original's and a fused node the
     time of the node it absorbed too; byte fields and the measured peak belong to the old
     graph and are left for the simulator (zeros)."""
-    old = module.analyses.get("profile")
-    if not isinstance(old, analyses.Profile):
-        return None
+    old = module.analyses[PROFILE]
     times = dict(old.run_s())
     for gone, into in absorbed.items():
         times[into] = times.get(into, 0.0) + times.get(gone, 0.0)
@@ -294,27 +302,21 @@ class Rewrite(Pass):
     original die after its last forward use. Copies are BACKWARD nodes with
     ``recompute_of`` set. Batch-norm replays leave the running statistics alone; dropout
     is replayed from its saved generator state. Bumps the revision, carries node times to
-    the copies in a new ``profile`` block and re-runs ``liveness``.
+    the copies in a new ``profile`` block; ``liveness`` is recomputed after it (``ensures``).
     """
 
     name = "rewrite"
-    requires = ("profile", "liveness", "plan")
+    requires = (PROFILE, LIVENESS, PLAN)
+    ensures = (PROFILE, LIVENESS)  # the profile carried to the copies; liveness recomputed by the manager
 
     def run(self, module: Module) -> PassResult:
-        from acir.passes.liveness import Liveness
-
-        plan = module.analyses["plan"]
+        plan = module.analyses[PLAN]
         s = rewrite(module)
         if s.recomputed == 0 and s.fused == 0:
             return PassResult(False, {"recomputed": 0})
-        rev = module.header.revision
-        prof = _carry_profile(module, rev, s.absorbed)
-        if prof is not None:
-            module.analyses["profile"] = prof
-        Liveness().run(module)
-        live = module.analyses["liveness"]
-        return PassResult(True, {"loss_heads_fused": s.fused, "recomputed": s.recomputed, "points": s.points, "copies": s.copies,
-                                 "transient": s.transient, "rehomed": s.rehomed, "extended": s.extended,
-                                 "predicted_peak_bytes": plan.predicted_peak_bytes,
-                                 "simulated_peak_bytes": live.simulated_peak_bytes,
+        module.analyses[PROFILE] = _carry_profile(module, module.header.revision, s.absorbed)
+        # the manager recomputes liveness after this pass (``ensures``); its stats join these
+        return PassResult(True, {"loss_heads_fused": s.fused, "recomputed": s.recomputed, "points": s.points,
+                                 "copies": s.copies, "transient": s.transient, "rehomed": s.rehomed,
+                                 "extended": s.extended, "predicted_peak_bytes": plan.predicted_peak_bytes,
                                  "budget_bytes": plan.budget_bytes})

@@ -11,8 +11,25 @@ is the golden file ``tests/golden/small.acir.txt``.
 from __future__ import annotations
 
 from acir.ir.graph import (
-    DTYPE_SIZE, INPUT_ROLE, Arg, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
-    MemoryFormat, Module, Node, Provenance, Region, Role, Storage, Value, ValueRef,
+    DTYPE_SIZE,
+    INPUT_ROLE,
+    Arg,
+    Device,
+    DType,
+    Graph,
+    GraphInput,
+    Header,
+    InputKind,
+    Layout,
+    MemoryFormat,
+    Module,
+    Node,
+    Provenance,
+    Region,
+    Role,
+    Storage,
+    Value,
+    ValueRef,
 )
 from acir.ir.text import contiguous_strides
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from test_optimal import chain_module, hand_problem, plan_with
-
-from acir.ir.analyses import Decision
 from acir.passes.chen_sqrt import chen_sqrt
 from acir.passes.recompute_all import recompute_all
+from test_optimal import chain_module, hand_problem, plan_with
+
 from acir.analysis.problem import Problem, evaluate
+from acir.ir.analyses import PLAN, Decision
 from acir.pipeline.registry import build_pipeline
 
 
@@ -80,7 +80,7 @@ def test_recompute_all_on_the_hand_problem():
 
 
 def test_keep_all_chooses_nothing():
-    plan = plan_with("liveness,keep-all").analyses["plan"]
+    plan = plan_with("liveness,keep-all").analyses[PLAN]
     assert plan.planner == "keep-all"
     assert plan.recomputed() == []
     assert plan.predicted_peak_bytes == plan.no_ac_peak_bytes == 266244
@@ -89,7 +89,7 @@ def test_keep_all_chooses_nothing():
 
 
 def test_recompute_all_chooses_every_allowed():
-    plan = plan_with("liveness,recompute-all").analyses["plan"]
+    plan = plan_with("liveness,recompute-all").analyses[PLAN]
     assert plan.planner == "recompute-all"
     assert [t.storage for t in plan.recomputed()] == [6, 8, 10, 12]
     kept = [t for t in plan.tensors if t.decision is Decision.KEEP]
@@ -103,16 +103,16 @@ def test_recompute_all_chooses_every_allowed():
 
 def test_chen_sqrt_pass_on_the_chain():
     """Four activations: two segments [r1, r2], [r3, r4]; r2 and r4 are kept."""
-    plan = plan_with("liveness,chen-sqrt").analyses["plan"]
+    plan = plan_with("liveness,chen-sqrt").analyses[PLAN]
     assert [t.storage for t in plan.recomputed()] == [6, 10]
     assert plan.predicted_recompute_s == pytest.approx(0.003 + 0.011)
 
 
 def test_a_budget_is_recorded_not_planned_for():
-    plan = plan_with("liveness,keep-all{budget=220000}").analyses["plan"]
+    plan = plan_with("liveness,keep-all{budget=220000}").analyses[PLAN]
     assert plan.budget_bytes == 220000 and plan.recomputed() == []
     assert plan.predicted_peak_bytes > plan.budget_bytes  # no error: a baseline does not plan to it
-    plan = plan_with("liveness,recompute-all{budget=100%}").analyses["plan"]
+    plan = plan_with("liveness,recompute-all{budget=100%}").analyses[PLAN]
     assert plan.budget_bytes == 266244
 
 
@@ -125,5 +125,5 @@ def test_specs_round_trip(name: str):
 def test_baselines_preserve_the_analyses():
     m = chain_module()
     m = plan_with("liveness,chen-sqrt,keep-all", m)
-    assert m.analyses["plan"].planner == "keep-all"
+    assert m.analyses[PLAN].planner == "keep-all"
     assert m.header.pipeline[-2:] == ["chen-sqrt", "keep-all"]

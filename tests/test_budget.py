@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from acir.analysis.budget import Budget, InfeasibleBudget, infeasible_message, parse_budget
+from acir.analysis.budget import (
+    Budget,
+    InfeasibleBudget,
+    infeasible_message,
+    parse_budget,
+)
 from acir.errors import AcirError, ParseError
 
 KiB, MiB, GiB, TiB = 1024, 1024 ** 2, 1024 ** 3, 1024 ** 4

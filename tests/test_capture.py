@@ -46,8 +46,8 @@ def test_eager_schedule_keeps_pytorch_order():
 
 
 def test_interleaving_lowers_the_peak(captured):
-    from acir.api import CaptureOptions, capture
     from acir.analysis.simulator import simulate
+    from acir.api import CaptureOptions, capture
 
     eager = capture(CaptureOptions("resnet18", 2, 0, 32, schedule="eager"))
     assert simulate(captured("resnet18").graph).peak_bytes < simulate(eager.graph).peak_bytes

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from acir.ir.graph import (
-    Graph, GraphInput, Header, InputKind, INPUT_ROLE, Module, Node, Region, Role, Storage, Value, ValueRef,
-)
 from acir.passes.dce import DeadCodeElimination, has_side_effects
+
+from acir.ir.graph import (
+    INPUT_ROLE,
+    Graph,
+    GraphInput,
+    Header,
+    InputKind,
+    Module,
+    Node,
+    Region,
+    Role,
+    Storage,
+    Value,
+    ValueRef,
+)
 
 
 class Builder:

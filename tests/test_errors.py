@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import ROOT, cli
 
 BAD = os.path.join(ROOT, "tests", "models", "bad_factories.py")

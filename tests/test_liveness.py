@@ -9,15 +9,17 @@ from dataclasses import dataclass
 import pytest
 from ir_fixtures import big_module, small_module
 
-from acir.ir import analyses
-from acir.pipeline import registry
-from acir.errors import PreconditionError
-from acir.ir.graph import Module, Role
-from acir.pipeline.manager import Pass, PassManager, PassResult
-from acir.pipeline.registry import build_pipeline
-from acir.ir.serde import dumps, loads
 from acir.analysis.simulator import simulate, storage_lives
+from acir.errors import PreconditionError
+from acir.ir import analyses
+from acir.ir.analyses import LIVENESS, PROFILE
+from acir.ir.graph import Module, Role
+from acir.ir.serde import dumps, loads
 from acir.ir.text import parse_module, print_module
+from acir.pipeline import registry
+from acir.pipeline.manager import PassManager
+from acir.pipeline.pass_base import Pass, PassResult
+from acir.pipeline.registry import build_pipeline
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "liveness.acir.txt"
 
@@ -56,7 +58,7 @@ def test_golden_parses_back_with_the_analysis():
 def test_what_the_pass_writes():
     m = small_module()
     (run,) = _run(m)
-    live = m.analyses["liveness"]
+    live = m.analyses[LIVENESS]
     assert isinstance(live, analyses.Liveness)
     t = simulate(m.graph)
     assert live.revision == m.header.revision == 2
@@ -77,9 +79,9 @@ def test_what_the_pass_writes():
 
 def test_uses_a_fresh_profile_for_inactive_times():
     m = small_module()
-    m.analyses["profile"] = _profile(m, m.header.revision)
+    m.analyses[PROFILE] = _profile(m, m.header.revision)
     _run(m)
-    live = m.analyses["liveness"]
+    live = m.analyses[LIVENESS]
     assert live.used_profile
     # bn_out (s7): made at rank 2, last read in the forward at rank 3, first in the backward at 13
     # (the recomputed relu): idle over ranks 4..12, which take 5..13 ms
@@ -91,16 +93,16 @@ def test_uses_a_fresh_profile_for_inactive_times():
 
 def test_ignores_a_stale_profile():
     m = small_module()
-    m.analyses["profile"] = _profile(m, m.header.revision - 1)
+    m.analyses[PROFILE] = _profile(m, m.header.revision - 1)
     _run(m)
-    live = m.analyses["liveness"]
+    live = m.analyses[LIVENESS]
     assert not live.used_profile
     assert all(s.inactive_s == 0.0 for s in live.storages)
 
 
 def test_survives_the_binary_artifact():
     m = small_module()
-    m.analyses["profile"] = _profile(m, m.header.revision)
+    m.analyses[PROFILE] = _profile(m, m.header.revision)
     _run(m)
     back = loads(dumps(m))
     assert back.analyses == m.analyses
@@ -115,7 +117,7 @@ class NeedsLiveness(Pass):
     """Require liveness and do nothing."""
 
     name = "needs-liveness"
-    requires = ("liveness",)
+    requires = (LIVENESS,)
 
     def run(self, module: Module) -> PassResult:
         return PassResult(False)
@@ -151,7 +153,7 @@ def test_stale_liveness_is_refused(test_passes):
         _run(m, "liveness,touch,needs-liveness")
     m = small_module()
     _run(m, "liveness,touch,liveness,needs-liveness")
-    assert m.analyses["liveness"].revision == 3
+    assert m.analyses[LIVENESS].revision == 3
 
 
 def test_missing_liveness_names_the_fix(test_passes):
@@ -163,4 +165,4 @@ def test_liveness_of_15k_nodes():  # how fast: a benchmark's business, not a tes
     m = big_module()
     p = build_pipeline("liveness")[0]
     p.run(m)
-    assert len(m.analyses["liveness"].timeline) == 15003
+    assert len(m.analyses[LIVENESS].timeline) == 15003

@@ -10,7 +10,6 @@ import copy
 import os
 
 import pytest
-
 from conftest import ROOT
 
 from acir.analysis.loss_head import FUSED_BACKWARD, fuse, fused_view
@@ -49,9 +48,9 @@ def _capture(spec: str, batch: int = 96):
 
 
 def _check(module):
+    from acir.frontend.rebuild import rebuild
     from acir.runtime.check import check_against_eager
     from acir.runtime.lower import BoundStep
-    from acir.frontend.rebuild import rebuild
 
     prov = module.header.provenance
     return check_against_eager(lambda: rebuild(prov), lambda m, o, b: BoundStep(module, m, o)(b), 1234)
@@ -66,10 +65,10 @@ def _peak(graph) -> int:
 @pytest.mark.parametrize("name,forward,backward", [("plain", 1, 1), ("weighted_sum", 1, 1),
                                                    ("logits_reused", 0, 1), ("label_smoothing", 1, 0)])
 def test_fused_steps_are_bit_identical(name, forward, backward):
-    from acir.runtime.measure import measure_peak
-    from acir.runtime.lower import BoundStep
     from acir.frontend.rebuild import rebuild
     from acir.ir.verify import problems
+    from acir.runtime.lower import BoundStep
+    from acir.runtime.measure import measure_peak
 
     m = _capture(f"{MODELS}:{name}")
     before = _peak(m.graph)

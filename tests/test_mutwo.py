@@ -14,12 +14,20 @@ import math
 import random
 
 import pytest
+from acir.passes.mutwo.solver import (
+    Solution,
+    _effective_greedy,
+    _Greedy,
+    _Memory,
+    _prune,
+    solve,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acir.passes.mutwo.solver import Solution, _effective_greedy, _Greedy, _Memory, _prune, solve
 from acir.analysis.plan_delta import PlanState, _exact_times
 from acir.analysis.problem import Evaluation, Problem, evaluate
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 
 SETTINGS = settings(deadline=None, max_examples=50)
 
@@ -342,7 +350,7 @@ def test_pass_spec_round_trips() -> None:
     (mutwo,) = build_pipeline("mutwo{budget=60%}")
     assert mutwo.name == "mutwo" and mutwo.budget == "60%"
     assert mutwo.spec() == "mutwo{budget=60%}"
-    assert mutwo.requires == ("profile", "liveness")
+    assert mutwo.requires == (PROFILE, LIVENESS) and mutwo.ensures == (PLAN,)
 
 
 @pytest.fixture(scope="module")
@@ -364,8 +372,8 @@ def test_end_to_end_resnet18(resnet18_profiled) -> None:
     ``60%`` is out of reach for any planner. Take a budget halfway into what is reachable."""
     import copy
 
-    from acir.ir import analyses
     from acir.analysis.candidates import build
+    from acir.ir import analyses
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
 
@@ -375,7 +383,7 @@ def test_end_to_end_resnet18(resnet18_profiled) -> None:
     budget = (reachable + p.no_ac_peak) // 2
     assert reachable < budget < p.no_ac_peak
     PassManager(build_pipeline(f"mutwo{{budget={budget}}}")).run(module)
-    plan = module.analyses["plan"]
+    plan = module.analyses[PLAN]
     assert plan.budget_bytes == budget
     assert plan.predicted_peak_bytes <= plan.budget_bytes
     assert plan.predicted_peak_bytes == evaluate(p, [i for i, t in enumerate(plan.tensors)
@@ -394,7 +402,7 @@ def test_unreachable_budget_fails_the_pass(resnet18_profiled) -> None:
     module = copy.deepcopy(resnet18_profiled)
     with pytest.raises(InfeasibleBudget, match="smallest reachable peak"):
         PassManager(build_pipeline("mutwo{budget=60%}")).run(module)
-    assert "plan" not in module.analyses
+    assert PLAN not in module.analyses
 
 
 def test_solution_is_frozen() -> None:
@@ -426,8 +434,9 @@ def _real_problem():
 def test_clean_up_comes_within_ten_percent_of_the_optimum_on_a_real_graph(budget):
     from acir.passes.mutwo.solver import solve as mutwo
     from acir.passes.optimal.solver import solve as optimal
-    from acir.analysis.problem import evaluate
     from acir.passes.planner_base import resolve_budget
+
+    from acir.analysis.problem import evaluate
 
     p = _real_problem()
     b = resolve_budget(budget, p)

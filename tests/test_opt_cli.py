@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from acir.tools.opt import main
 from ir_fixtures import small_module
 
-from acir.pipeline import registry
 from acir.ir.graph import Module
-from acir.pipeline.manager import Pass, PassResult
 from acir.ir.serde import dumps, loads
 from acir.ir.text import parse_module
-from acir.tools.opt import main
+from acir.pipeline import registry
+from acir.pipeline.pass_base import Pass, PassResult
 
 
 @dataclass(frozen=True)

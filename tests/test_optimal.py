@@ -15,21 +15,22 @@ import os
 import pathlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from ir_fixtures import conv_chain
-
-from acir.ir import analyses
-from acir.errors import InfeasibleBudget
-from acir.ir.graph import Module
-from acir.pipeline.manager import PassManager
 from acir.passes.chen_sqrt import chen_sqrt
 from acir.passes.optimal import warm_starts
 from acir.passes.optimal.solver import solve
 from acir.passes.recompute_all import recompute_all
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ir_fixtures import conv_chain
+
 from acir.analysis.problem import Evaluation, Problem, evaluate
-from acir.pipeline.registry import build_pipeline
+from acir.errors import InfeasibleBudget
+from acir.ir import analyses
+from acir.ir.analyses import PLAN, PROFILE
+from acir.ir.graph import Module
 from acir.ir.text import print_module
+from acir.pipeline.manager import PassManager
+from acir.pipeline.registry import build_pipeline
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "optimal.acir.txt"
 
@@ -257,7 +258,7 @@ def chain_module(layers: int = 4, hw: int = 16) -> Module:
     m = conv_chain(layers, hw, "cpu", "tests/test_optimal.py:chain")
     # a made-up profile: node k (by rank) takes (k + 1) ms
     nodes = [analyses.NodeProfile(n.id, 0.001 * (k + 1), 0, 0, 0, 0) for k, n in enumerate(m.graph.nodes)]
-    m.analyses["profile"] = analyses.Profile(
+    m.analyses[PROFILE] = analyses.Profile(
         revision=m.header.revision, device="cpu", method="perf_counter", reps=3, warmup=1, torch_version="2.14.1",
         malloc="default", nodes=nodes, measured_peak_bytes=0, peak_node=-1, iteration_s=0.1)
     return m
@@ -282,7 +283,7 @@ def test_optimal_pass_on_the_chain():
     conv output 32768 = 209924.
     """
     m = plan_with("liveness,optimal{budget=220000}")
-    plan = m.analyses["plan"]
+    plan = m.analyses[PLAN]
     assert plan.planner == "optimal{budget=220000}" and plan.budget_bytes == 220000
     assert [t.storage for t in plan.recomputed()] == [6, 8]
     assert plan.predicted_peak_bytes == 209924 and plan.no_ac_peak_bytes == 266244
@@ -293,7 +294,7 @@ def test_optimal_pass_on_the_chain():
 
 def test_golden_optimal():
     m = plan_with("liveness,optimal{budget=220000}")
-    m.analyses["plan"] = dataclasses.replace(m.analyses["plan"], solve_s=0.0)  # wall time varies
+    m.analyses[PLAN] = dataclasses.replace(m.analyses[PLAN], solve_s=0.0)  # wall time varies
     text = print_module(m)
     if os.environ.get("ACIR_UPDATE_GOLDEN") == "1":
         GOLDEN.write_bytes(text.encode("utf-8"))
@@ -311,9 +312,9 @@ def test_optimal_pass_spec_and_unreachable_budget():
 
 def test_optimal_is_never_worse_than_mutwo_on_the_chain():
     for budget in (260000, 240000, 220000, 210000):
-        opt = plan_with(f"liveness,optimal{{budget={budget}}}").analyses["plan"]
+        opt = plan_with(f"liveness,optimal{{budget={budget}}}").analyses[PLAN]
         try:
-            mu = plan_with(f"liveness,mutwo{{budget={budget}}}").analyses["plan"]
+            mu = plan_with(f"liveness,mutwo{{budget={budget}}}").analyses[PLAN]
         except InfeasibleBudget:
             continue
         assert opt.predicted_recompute_s <= mu.predicted_recompute_s + 1e-12
@@ -323,5 +324,5 @@ def test_optimal_is_never_worse_than_mutwo_on_the_chain():
 def test_floor_is_the_lowest_known_reachable_peak():
     """recompute-all spikes back to the no-AC peak on the chain; the plan's floor is what μ-TWO reaches."""
     m = plan_with("liveness,optimal{budget=220000}")
-    plan = m.analyses["plan"]
+    plan = m.analyses[PLAN]
     assert plan.floor_bytes <= plan.predicted_peak_bytes < plan.no_ac_peak_bytes

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 import pytest
 from ir_fixtures import small_module
 
-from acir.pipeline import registry
-from acir.errors import ParseError, PassCrashed, PreconditionError, VerifyError
+from acir.errors import InternalError, ParseError, PassCrashed, PreconditionError, VerifyError
+from acir.ir.analyses import PLAN, AnalysisKey
 from acir.ir.graph import Module, Node, Region, ValueRef
-from acir.pipeline.manager import Pass, PassManager, PassResult
 from acir.ir.serde import dumps
+from acir.pipeline import registry
+from acir.pipeline.manager import PassManager
+from acir.pipeline.pass_base import Pass, PassResult
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class MutableAnalysis:
     revision: int
 
 
+#: A stand-in for the real liveness key (the fake 'liveness' pass below produces it), whose
+#: blocks may be of either class above.
+LIVENESS = AnalysisKey("liveness", object, "liveness")
+
+
 @dataclass(frozen=True)
 class FakeLiveness(Pass):
     """Stamp a 'liveness' analysis at the current revision."""
@@ -35,7 +42,7 @@ class FakeLiveness(Pass):
     name = "liveness"
 
     def run(self, module: Module) -> PassResult:
-        module.analyses["liveness"] = Analysis(module.header.revision)
+        module.analyses[LIVENESS] = Analysis(module.header.revision)
         return PassResult(False, {"tensors": 3})
 
 
@@ -44,7 +51,7 @@ class NeedsLiveness(Pass):
     """Require liveness and do nothing."""
 
     name = "needs-liveness"
-    requires = ("liveness",)
+    requires = (LIVENESS,)
 
     def run(self, module: Module) -> PassResult:
         return PassResult(False)
@@ -55,7 +62,7 @@ class NeedsPlan(Pass):
     """Require a plan, which no pass of that name computes."""
 
     name = "needs-plan"
-    requires = ("plan",)
+    requires = (PLAN,)
 
     def run(self, module: Module) -> PassResult:
         return PassResult(False)
@@ -81,7 +88,7 @@ class TouchKeepsLiveness(Touch):
     """Change the graph but declare liveness preserved."""
 
     name = "touch-keeps-liveness"
-    preserves = ("liveness",)
+    preserves = (LIVENESS,)
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,24 @@ class TouchAndRecompute(Touch):
 
     def run(self, module: Module) -> PassResult:
         module.graph.nodes[0].module = "x"
-        module.analyses["liveness"] = MutableAnalysis(module.header.revision)
+        module.analyses[LIVENESS] = MutableAnalysis(module.header.revision)
         return PassResult(True)
+
+
+@dataclass(frozen=True)
+class TouchEnsuresLiveness(Touch):
+    """Change the graph and promise fresh liveness afterwards, without computing it."""
+
+    name = "touch-ensures-liveness"
+    ensures = (LIVENESS,)
+
+
+@dataclass(frozen=True)
+class TouchEnsuresPlan(Touch):
+    """Promise a plan, which no single pass produces: a bug the manager reports."""
+
+    name = "touch-ensures-plan"
+    ensures = (PLAN,)
 
 
 @dataclass(frozen=True)
@@ -140,7 +163,8 @@ class WrongResult(Pass):
         return True  # type: ignore[return-value]
 
 
-TEST_PASSES = [FakeLiveness, NeedsLiveness, NeedsPlan, Touch, TouchKeepsLiveness, TouchAndRecompute, Boom,
+TEST_PASSES = [FakeLiveness, NeedsLiveness, NeedsPlan, Touch, TouchKeepsLiveness, TouchAndRecompute, TouchEnsuresLiveness,
+               TouchEnsuresPlan, Boom,
                UserError, BreakIR, WrongResult]
 
 
@@ -198,17 +222,29 @@ def test_stale_requirement(passes) -> None:
 
 def test_fresh_requirement_after_recompute(passes) -> None:
     m, _ = run("liveness,touch,liveness,needs-liveness", passes)
-    assert m.analyses["liveness"].revision == m.header.revision
+    assert m.analyses[LIVENESS].revision == m.header.revision
 
 
 def test_preserved_analysis_stays_fresh(passes) -> None:
     m, _ = run("liveness,touch-keeps-liveness,needs-liveness", passes)
-    assert m.analyses["liveness"] == Analysis(m.header.revision)
+    assert m.analyses[LIVENESS] == Analysis(m.header.revision)
 
 
 def test_analysis_recomputed_by_a_changing_pass_stays_fresh(passes) -> None:
     m, _ = run("touch-and-recompute,needs-liveness", passes)
-    assert m.analyses["liveness"].revision == m.header.revision
+    assert m.analyses[LIVENESS].revision == m.header.revision
+
+
+def test_an_ensured_analysis_is_computed_by_its_producer(passes) -> None:
+    m, pm = run("touch-ensures-liveness,needs-liveness", passes)
+    assert m.analyses[LIVENESS] == Analysis(m.header.revision)
+    assert m.header.pipeline[-2:] == ["touch-ensures-liveness", "needs-liveness"]  # the producer is not recorded
+    assert pm.runs[0].result.stats == {"changed": 1, "tensors": 3}  # its stats join the pass's
+
+
+def test_an_ensured_analysis_nobody_produces_is_an_internal_error(passes) -> None:
+    with pytest.raises(InternalError, match="ensures plan, which no single pass produces"):
+        run("touch-ensures-plan", passes)
 
 
 def test_plain_exception_is_wrapped_and_the_ir_before_is_kept(passes) -> None:

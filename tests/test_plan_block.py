@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from ir_fixtures import small_module
 
-from acir.ir._proto import acir_pb2 as pb
-from acir.ir.analyses import Decision, Plan, TensorPlan
 from acir.errors import ParseError, SerdeError
+from acir.ir._proto import acir_pb2 as pb
+from acir.ir.analyses import PLAN, Analyses, Decision, Plan, TensorPlan
 from acir.ir.graph import Module
 from acir.ir.serde import analysis_from_text, analysis_to_text, dumps, loads
 from acir.ir.text import parse_module, print_module
@@ -35,24 +35,24 @@ def hand_plan(revision: int = 2, gap: float = -1.0) -> Plan:
 
 def planned(**kw) -> Module:
     m = small_module()
-    m.analyses["plan"] = hand_plan(**kw)
+    m.analyses[PLAN] = hand_plan(**kw)
     return m
 
 
 def test_binary_round_trip():
     data = dumps(planned())
     back = loads(data)
-    assert back.analyses["plan"] == hand_plan()
-    assert back.analyses["plan"].recomputed() == [t for t in hand_plan().tensors if t.decision is R]
+    assert back.analyses[PLAN] == hand_plan()
+    assert back.analyses[PLAN].recomputed() == [t for t in hand_plan().tensors if t.decision is R]
     assert dumps(back) == data
 
 
 @pytest.mark.parametrize("gap", [-1.0, 0.0, 0.0125])
 def test_block_text_round_trip(gap):
     plan = hand_plan(gap=gap)
-    line = analysis_to_text("plan", plan)
+    line = analysis_to_text(PLAN, plan)
     assert "decision: RECOMPUTE" in line and 'reason: "updates a buffer"' in line
-    assert analysis_from_text("plan", line, "test") == plan
+    assert analysis_from_text(PLAN, line, "test") == plan
 
 
 def test_binary_text_binary_identical():
@@ -64,7 +64,7 @@ def test_binary_text_binary_identical():
 def test_text_binary_text_identical():
     text = print_module(planned())
     back = parse_module(text)
-    assert back.analyses == {"plan": hand_plan()}
+    assert back.analyses == Analyses({PLAN: hand_plan()})
     assert print_module(loads(dumps(back))) == text
 
 

@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from acir.errors import PassFailed
+from acir.ir.analyses import PROFILE
 from acir.pipeline.manager import PassManager
 from acir.pipeline.registry import build_pipeline
 
@@ -20,7 +21,7 @@ def _profiled(module, spec="profile{reps=2,warmup=1}"):
 @pytest.mark.parametrize("name", ["mlp", "user"])
 def test_profile_block(captured, name):
     m = _profiled(captured(name))
-    p = m.analyses["profile"]
+    p = m.analyses[PROFILE]
     g = m.graph
     assert p.revision == m.header.revision and (p.reps, p.warmup) == (2, 1)
     assert [n.node for n in p.nodes] == [n.id for n in g.nodes]
@@ -39,14 +40,14 @@ def test_profile_block(captured, name):
 
 def test_profile_peak_matches_the_whole_step_measurement(captured):
     """Node-by-node running measures the same peak as the lowered fx step."""
+    from acir.frontend.rebuild import rebuild
     from acir.runtime.lower import BoundStep
     from acir.runtime.measure import measure_peak
-    from acir.frontend.rebuild import rebuild
 
     m = _profiled(captured("resnet18"), "profile{reps=1,warmup=0}")
     model, opt, _, batch = rebuild(m.header.provenance)
     step = BoundStep(m, model, opt)
-    assert measure_peak(lambda: step(batch), step.inputs(batch)) == m.analyses["profile"].measured_peak_bytes
+    assert measure_peak(lambda: step(batch), step.inputs(batch)) == m.analyses[PROFILE].measured_peak_bytes
 
 
 def test_profile_round_trips(captured):
@@ -55,7 +56,7 @@ def test_profile_round_trips(captured):
     m = _profiled(captured("mlp"), "profile{reps=1,warmup=0}")
     data = dumps(m)
     assert dumps(loads(data)) == data
-    assert loads(data).analyses["profile"] == m.analyses["profile"]
+    assert loads(data).analyses[PROFILE] == m.analyses[PROFILE]
 
 
 def test_profile_needs_a_rebuildable_model(captured):

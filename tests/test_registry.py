@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from acir.pipeline import registry
 from acir.errors import ParseError
-from acir.pipeline.manager import OPTION_TYPES, Pass, PassResult
+from acir.ir.analyses import KEYS, AnalysisKey
+from acir.pipeline import registry
+from acir.pipeline.pass_base import OPTION_TYPES, Pass, PassResult
 from acir.pipeline.syntax import PassSpec
 
 
@@ -23,7 +24,9 @@ def test_every_registered_pass_is_well_formed(name: str) -> None:
     assert issubclass(cls, Pass)
     assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     assert cls.summary(), f"{name}: the class docstring's first line is the --list-passes summary"
-    assert all(isinstance(a, str) for a in cls.requires + cls.preserves)
+    assert all(isinstance(a, AnalysisKey) for a in cls.requires + cls.preserves + cls.ensures)
+    for key in cls.ensures:  # the pass writes it, or the manager can compute it with a registered pass
+        assert key.producer in (cls.name, "") or key.producer in registry.PASSES
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         assert hints[f.name] in OPTION_TYPES, f"{name}.{f.name}: options are int, float, bool or str"
@@ -32,6 +35,11 @@ def test_every_registered_pass_is_well_formed(name: str) -> None:
     if not any(o.required for o in cls.options()):
         p = registry.instantiate(PassSpec(name))
         assert p.spec() == name
+
+
+def test_every_analysis_producer_is_a_registered_pass() -> None:
+    for key in KEYS:
+        assert key.producer == "" or registry.pass_class(key.producer).ensures.count(key) == 1
 
 
 def test_names_are_sorted_registry_keys() -> None:

@@ -12,19 +12,18 @@ import copy
 import os
 
 import pytest
+from conftest import ROOT, cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, cli
-
 from acir.ir import analyses
-from acir.ir.analyses import Decision
+from acir.ir.analyses import LIVENESS, PLAN, Decision
 from acir.ir.graph import Region
 from acir.pipeline.manager import PassManager
 from acir.pipeline.registry import build_pipeline
 
 HAZARDS = os.path.join(ROOT, "tests", "models", "hazards.py")
-PROFILE = "profile{reps=1,warmup=0}"
+PROFILE_PASS = "profile{reps=1,warmup=0}"
 
 
 def run(module, pipeline: str):
@@ -34,9 +33,9 @@ def run(module, pipeline: str):
 
 
 def check(module, reference=None):
+    from acir.frontend.rebuild import rebuild
     from acir.runtime.check import check_against_eager
     from acir.runtime.lower import BoundStep
-    from acir.frontend.rebuild import rebuild
 
     prov = module.header.provenance
     return check_against_eager(lambda: rebuild(prov), lambda m, o, b: BoundStep(module, m, o)(b), 1234,
@@ -46,9 +45,9 @@ def check(module, reference=None):
 def measured_peak(module) -> int:
     import torch
 
+    from acir.frontend.rebuild import rebuild
     from acir.runtime.lower import BoundStep
     from acir.runtime.measure import measure_peak
-    from acir.frontend.rebuild import rebuild
 
     model, opt, _, batch = rebuild(module.header.provenance)
     step = BoundStep(module, model, opt)
@@ -59,7 +58,7 @@ def measured_peak(module) -> int:
 def with_plan(module, recompute: set[int]):
     """``module`` (profiled, with liveness) with a plan that recomputes exactly the storages ``recompute``."""
     m = run(module, "keep-all")
-    for t in m.analyses["plan"].tensors:
+    for t in m.analyses[PLAN].tensors:
         t.decision = Decision.RECOMPUTE if t.storage in recompute else Decision.KEEP
     return m
 
@@ -82,8 +81,8 @@ def _assert_sound(before, after):
     """Bit-identical to eager; measured == simulated after the rewrite <= the plan's prediction."""
     report = check(after)
     assert report.ok, report.summary()
-    plan = after.analyses["plan"]
-    live = after.analyses["liveness"]
+    plan = after.analyses[PLAN]
+    live = after.analyses[LIVENESS]
     assert live.revision == after.header.revision == before.header.revision + 1
     assert measured_peak(after) == live.simulated_peak_bytes
     assert live.simulated_peak_bytes <= plan.predicted_peak_bytes
@@ -103,40 +102,40 @@ def _assert_sound(before, after):
 
 @pytest.mark.parametrize("name", ["mlp", "resnet18", "bert-tiny", "gpt2-tiny", "user"])
 def test_recompute_all_is_bit_identical_and_measured_as_simulated(captured, name):
-    before = run(captured(name), f"{PROFILE},liveness,recompute-all")
+    before = run(captured(name), f"{PROFILE_PASS},liveness,recompute-all")
     after = run(before, "rewrite")
-    assert after.analyses["plan"].recomputed()
+    assert after.analyses[PLAN].recomputed()
     _assert_sound(before, after)
-    assert after.analyses["liveness"].simulated_peak_bytes <= before.analyses["liveness"].simulated_peak_bytes
+    assert after.analyses[LIVENESS].simulated_peak_bytes <= before.analyses[LIVENESS].simulated_peak_bytes
 
 
 @pytest.mark.parametrize("name", ["resnet18", "user"])
 def test_mutwo_plan_runs_within_its_budget(captured, name):
     """A budget halfway between the lowest reachable peak and the no-AC peak."""
-    probe = run(captured(name), f"{PROFILE},liveness,keep-all")
-    plan = probe.analyses["plan"]
+    probe = run(captured(name), f"{PROFILE_PASS},liveness,keep-all")
+    plan = probe.analyses[PLAN]
     budget = (plan.floor_bytes + plan.no_ac_peak_bytes) // 2
     assert plan.floor_bytes < budget < plan.no_ac_peak_bytes
     before = run(probe, f"mutwo{{budget={budget}}}")
     after = run(before, "rewrite")
     _assert_sound(before, after)
-    assert measured_peak(after) <= after.analyses["plan"].budget_bytes
+    assert measured_peak(after) <= after.analyses[PLAN].budget_bytes
 
 
 def test_nothing_to_recompute_changes_only_the_loss_head(captured):
     from acir.analysis.loss_head import FUSED_BACKWARD
 
-    before = run(captured("mlp"), f"{PROFILE},liveness,keep-all")
+    before = run(captured("mlp"), f"{PROFILE_PASS},liveness,keep-all")
     after = run(before, "rewrite")
     ops = [n.op for n in after.graph.nodes]
     assert ops.count(FUSED_BACKWARD) == 1 and ops.count("aten._log_softmax.out") == 1
     assert "aten.nll_loss_backward.default" not in ops
     assert len(ops) == len(before.graph.nodes) - 1 and not any(n.recompute_of is not None for n in after.graph.nodes)
     assert after.header.revision == before.header.revision + 1
-    assert after.analyses["liveness"].simulated_peak_bytes <= before.analyses["liveness"].simulated_peak_bytes
+    assert after.analyses[LIVENESS].simulated_peak_bytes <= before.analyses[LIVENESS].simulated_peak_bytes
     assert check(after).ok
     # with the loss head already fused, a second rewrite has nothing left to do
-    again = run(run(after, f"{PROFILE},keep-all"), "rewrite")
+    again = run(run(after, f"{PROFILE_PASS},keep-all"), "rewrite")
     assert [n.id for n in again.graph.nodes] == [n.id for n in after.graph.nodes]
 
 
@@ -145,7 +144,7 @@ def test_nothing_to_recompute_changes_only_the_loss_head(captured):
 
 @pytest.fixture(scope="module")
 def profiled_user(captured):
-    return run(captured("user"), f"{PROFILE},liveness")
+    return run(captured("user"), f"{PROFILE_PASS},liveness")
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -162,7 +161,7 @@ def test_any_allowed_plan_is_bit_identical(profiled_user, data):
     m = with_plan(profiled_user, {cands.storages[i] for i in chosen})
     after = run(m, "rewrite")
     assert check(after).ok
-    sim = after.analyses["liveness"].simulated_peak_bytes
+    sim = after.analyses[LIVENESS].simulated_peak_bytes
     assert measured_peak(after) == sim
     assert sim <= evaluate(cands.problem, chosen).peak
 
@@ -171,7 +170,7 @@ def test_any_allowed_plan_is_bit_identical(profiled_user, data):
 
 
 def test_batch_norm_replay_leaves_running_statistics_alone(hazard, monkeypatch):
-    before = run(hazard("batch_norm_chain"), f"{PROFILE},liveness,recompute-all")
+    before = run(hazard("batch_norm_chain"), f"{PROFILE_PASS},liveness,recompute-all")
     after = run(before, "rewrite")
     replays = [n for n in after.graph.nodes if n.recompute_of is not None and "batch_norm" in n.op]
     assert replays and all(n.args[3] is None and n.args[4] is None for n in replays)
@@ -185,7 +184,7 @@ def test_batch_norm_replay_leaves_running_statistics_alone(hazard, monkeypatch):
 
 
 def test_in_place_ops_are_replayed_on_the_copy(hazard):
-    before = run(hazard("batch_norm_chain"), f"{PROFILE},liveness,recompute-all")
+    before = run(hazard("batch_norm_chain"), f"{PROFILE_PASS},liveness,recompute-all")
     after = run(before, "rewrite")
     g = after.graph
     relus = [n for n in g.nodes if n.recompute_of is not None and n.op == "aten.relu_.default"]
@@ -199,7 +198,7 @@ def test_a_source_updated_in_place_later_is_not_replayed_from(hazard, monkeypatc
     from acir.analysis import candidates as ac_candidates
     from acir.analysis.candidates import build
 
-    before = run(hazard("stale_source"), f"{PROFILE},liveness")
+    before = run(hazard("stale_source"), f"{PROFILE_PASS},liveness")
     cands = build(before)
     stale = [r for r in cands.reasons if "updates in place" in r]
     assert stale, cands.reasons
@@ -212,10 +211,11 @@ def test_a_source_updated_in_place_later_is_not_replayed_from(hazard, monkeypatc
 
 
 def test_views_of_a_recomputed_tensor_move_into_the_copy(hazard, monkeypatch):
-    from acir.errors import VerifyError
     from acir.passes import rewrite as rw
 
-    before = run(hazard("views"), f"{PROFILE},liveness,recompute-all")
+    from acir.errors import VerifyError
+
+    before = run(hazard("views"), f"{PROFILE_PASS},liveness,recompute-all")
     assert rw.rewrite(copy.deepcopy(before)).rehomed > 0
     after = run(before, "rewrite")
     _assert_sound(before, after)
@@ -227,7 +227,7 @@ def test_views_of_a_recomputed_tensor_move_into_the_copy(hazard, monkeypatch):
         broken = run(before, "rewrite")
     except VerifyError:
         return
-    assert measured_peak(broken) != broken.analyses["liveness"].simulated_peak_bytes
+    assert measured_peak(broken) != broken.analyses[LIVENESS].simulated_peak_bytes
 
 
 def _dropout_candidates(module):
@@ -241,7 +241,7 @@ def _dropout_candidates(module):
 def test_dropout_is_replayed_with_its_saved_draws(captured):
     """A dropout mask recomputed in the backward draws what the forward drew (acir.ir.rng): the
     step is bit-identical, and the generator ends where it would have without the replay."""
-    before = run(captured("user"), f"{PROFILE},liveness")
+    before = run(captured("user"), f"{PROFILE_PASS},liveness")
     cands, dropout = _dropout_candidates(before)
     assert dropout and all(cands.problem.allowed[k] for k in dropout)
     after = run(with_plan(before, {cands.storages[k] for k in dropout}), "rewrite")
@@ -254,8 +254,8 @@ def test_dropout_is_replayed_with_its_saved_draws(captured):
 def _rng_state_after_step(module):
     import torch
 
-    from acir.runtime.lower import BoundStep
     from acir.frontend.rebuild import rebuild
+    from acir.runtime.lower import BoundStep
 
     model, opt, _, batch = rebuild(module.header.provenance)
     step = BoundStep(module, model, opt)
@@ -267,13 +267,13 @@ def _rng_state_after_step(module):
 def test_the_rng_states_are_kept_and_a_random_op_without_one_is_not_replayed(captured):
     from acir.ir.rng import KEEP_OP
 
-    before = run(captured("user"), f"{PROFILE},liveness")
+    before = run(captured("user"), f"{PROFILE_PASS},liveness")
     cands, _ = _dropout_candidates(before)
     assert "a saved random-number state" in cands.reasons
     # without the node that keeps the states alive, the mask is a random op's again
     m = copy.deepcopy(captured("user"))
     m.graph.nodes = [n for n in m.graph.nodes if n.op != KEEP_OP]
-    m = run(m, f"{PROFILE},liveness")
+    m = run(m, f"{PROFILE_PASS},liveness")
     cands, dropout = _dropout_candidates(m)
     assert dropout and all(cands.reasons[k].startswith("random op") for k in dropout)
     with pytest.raises(Exception, match="must be kept: random op"):
@@ -282,12 +282,12 @@ def test_the_rng_states_are_kept_and_a_random_op_without_one_is_not_replayed(cap
 
 def test_rewrite_needs_a_plan(captured):
     with pytest.raises(Exception, match="rewrite requires plan"):
-        run(captured("mlp"), f"{PROFILE},liveness,rewrite")
+        run(captured("mlp"), f"{PROFILE_PASS},liveness,rewrite")
 
 
 def test_a_plan_for_another_graph_is_refused(captured):
-    m = run(captured("mlp"), f"{PROFILE},liveness,recompute-all")
-    m.analyses["plan"].tensors.append(analyses.TensorPlan(storage=10**6, decision=Decision.RECOMPUTE))
+    m = run(captured("mlp"), f"{PROFILE_PASS},liveness,recompute-all")
+    m.analyses[PLAN].tensors.append(analyses.TensorPlan(storage=10**6, decision=Decision.RECOMPUTE))
     with pytest.raises(Exception, match="not an activation of this graph"):
         run(m, "rewrite")
 
@@ -300,7 +300,7 @@ def test_acir_run_prints_measured_beside_predicted(tmp_path, captured):
 
     from acir.ir.artifact import write_path
 
-    before = run(captured("user"), f"{PROFILE},liveness")
+    before = run(captured("user"), f"{PROFILE_PASS},liveness")
     write_path(before, str(tmp_path / "p.acir"))
     r = cli("acir-opt", str(tmp_path / "p.acir"), "-p", "recompute-all,rewrite", "-o", str(tmp_path / "r.acir"))
     assert r.returncode == 0, r.stderr.decode()
@@ -330,12 +330,12 @@ def test_against_another_workload_is_an_error(tmp_path, captured):
 
 @pytest.mark.parametrize("planner, budget", [("mutwo", "80%"), ("recompute-all", "100%")])
 def test_compile_with_a_budget_matches_eager_over_steps(planner, budget):
+    import importlib.util
+
     import torch
 
     import acir
     from acir.frontend.optim import eager_step, prepare
-
-    import importlib.util
 
     spec = importlib.util.spec_from_file_location("hazards", HAZARDS)
     hazards = importlib.util.module_from_spec(spec)
@@ -354,7 +354,7 @@ def test_compile_with_a_budget_matches_eager_over_steps(planner, budget):
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))  # ... of the model
     assert step.plan.planner.startswith(planner) and step.plan.recomputed()
     assert any(n.recompute_of is not None for n in step.module.graph.nodes)
-    assert step.module.analyses["liveness"].simulated_peak_bytes <= step.plan.predicted_peak_bytes
+    assert step.module.analyses[LIVENESS].simulated_peak_bytes <= step.plan.predicted_peak_bytes
     for k in range(3):
         b = (torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) if k else batch
         assert torch.equal(step(b), eager_step(ref, ref_opt, loss_fn, b))

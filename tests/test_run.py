@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import cli
 
 
 def _check(module):
+    from acir.frontend.rebuild import rebuild
     from acir.runtime.check import check_against_eager
     from acir.runtime.lower import BoundStep
-    from acir.frontend.rebuild import rebuild
 
     prov = module.header.provenance
     return check_against_eager(lambda: rebuild(prov), lambda m, o, b: BoundStep(module, m, o)(b), 1234)
@@ -47,10 +46,11 @@ def test_check_detects_a_wrong_graph(captured):
 
 def test_dropout_draws_depend_on_seed(captured):
     """The check is meaningful for dropout: a different RNG seed gives a different result."""
+    import torch
+
+    from acir.frontend.rebuild import rebuild
     from acir.runtime.check import check_against_eager
     from acir.runtime.lower import BoundStep
-    from acir.frontend.rebuild import rebuild
-    import torch
 
     m = captured("user")
     prov = m.header.provenance
@@ -67,8 +67,8 @@ def test_python_source_runs(captured, tmp_path):
 
     import torch
 
-    from acir.runtime.lower import input_tensors, python_source
     from acir.frontend.rebuild import rebuild
+    from acir.runtime.lower import input_tensors, python_source
 
     m = captured("mlp")
     path = tmp_path / "step.py"
@@ -110,9 +110,9 @@ def test_acir_run_cli_check_measure_json(tmp_path, captured):
 
 
 def test_pipe_capture_opt_run():
+    import os
     import subprocess
     import sys
-    import os
 
     bindir = os.path.dirname(sys.executable)
     r = subprocess.run(f"{bindir}/acir-capture mlp -b 2 | {bindir}/acir-opt | {bindir}/acir-run --check",

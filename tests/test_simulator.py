@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ir_fixtures import GraphBuilder, big_module, small_module
 
-from acir.ir.graph import InputKind, Region, Role
 from acir.analysis.simulator import simulate, storage_lives
+from acir.ir.graph import InputKind, Region, Role
 
 F, B, O = Region.FORWARD, Region.BACKWARD, Region.OPTIMIZER
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -233,9 +233,9 @@ def _capture_real(model, batch, loss_fn, optimizer: str):
     """Capture the step from real tensors; returns (module, model, opt) copies untouched by tracing."""
     import torch
 
+    from acir.frontend.optim import make_optimizer, optimizer_options, prepare
     from acir.frontend.step import module_from_workload
     from acir.ir.graph import Provenance
-    from acir.frontend.optim import make_optimizer, optimizer_options, prepare
 
     opt = make_optimizer(optimizer, model.parameters(), 1e-2)
     prepare(opt)

@@ -13,14 +13,25 @@ import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
 import pytest
+from acir.tools.stats import main
 from ir_fixtures import GraphBuilder, big_module, small_module
 
-from acir.viz import report
-from acir.ir.analyses import Decision, Liveness, NodeProfile, Plan, Profile, StorageLife, TensorPlan
+from acir.ir.analyses import (
+    LIVENESS,
+    PLAN,
+    PROFILE,
+    Decision,
+    Liveness,
+    NodeProfile,
+    Plan,
+    Profile,
+    StorageLife,
+    TensorPlan,
+)
 from acir.ir.artifact import write_path
 from acir.ir.graph import InputKind, Module, Role
+from acir.viz import report
 from acir.viz.plots import bucket_ranks, memory_plot
-from acir.tools.stats import main
 
 N = 26  # nodes of small_module: 9 forward, 9 backward, 8 optimizer
 ACTS = {6: 1, 7: 2, 8: 2, 9: 2, 13: 7, 15: 8}  # activation storage -> defining rank (y, bn_out, mean, rstd, logp, tw)
@@ -47,9 +58,9 @@ def hand_profile(revision: int = 2) -> Profile:
 
 def annotated(profiled: bool = True) -> Module:
     m = small_module()
-    m.analyses["liveness"] = hand_liveness()
+    m.analyses[LIVENESS] = hand_liveness()
     if profiled:
-        m.analyses["profile"] = hand_profile()
+        m.analyses[PROFILE] = hand_profile()
     return m
 
 
@@ -111,7 +122,7 @@ def test_unprofiled_keys_are_null(capsys, tmp_path):
 
 def test_stale_profile_is_ignored_with_a_note():
     m = annotated()
-    m.analyses["profile"].revision = 1
+    m.analyses[PROFILE].revision = 1
     d = report.report_json(m)
     assert d["measured_peak_bytes"] is None
     assert any("profile: ignored" in n and "stale" in n for n in d["notes"])
@@ -237,7 +248,7 @@ def hand_plan(revision: int = 2, gap: float = -1.0) -> Plan:
 
 def test_plan_json_by_hand(capsys, tmp_path):
     m = annotated()
-    m.analyses["plan"] = hand_plan()
+    m.analyses[PLAN] = hand_plan()
     path = str(tmp_path / "planned.acir")
     write_path(m, path)
     d, err = stats_json(capsys, path)
@@ -257,7 +268,7 @@ def test_plan_json_by_hand(capsys, tmp_path):
 
 def test_plan_stale_gap_and_unprofiled():
     m = annotated(profiled=False)
-    m.analyses["plan"] = hand_plan(revision=1, gap=0.015)
+    m.analyses[PLAN] = hand_plan(revision=1, gap=0.015)
     d = report.report_json(m)
     assert d["plan"]["stale"] is True and d["plan"]["optimality_gap"] == 0.015
     text = report.summary(d)
@@ -287,7 +298,7 @@ def test_missing_liveness_is_computed(capsys, tmp_path):
 
 def test_stale_liveness_is_recomputed(capsys, tmp_path):
     m = annotated(profiled=False)
-    m.analyses["liveness"].revision = 1
+    m.analyses[LIVENESS].revision = 1
     path = str(tmp_path / "stale.acir")
     write_path(m, path)
     d, err = stats_json(capsys, path)

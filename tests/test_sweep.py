@@ -55,10 +55,11 @@ def test_sweep_errors(profiled, argv, expect, capsys):
 
 
 def test_sweep_needs_profile_and_liveness(captured, tmp_path, capsys):
-    from acir.ir.serde import dumps
     from acir.tools.sweep import main
+
+    from acir.ir.serde import dumps
 
     f = tmp_path / "bare.acir"
     f.write_bytes(dumps(captured("mlp")))
     assert main([str(f)]) == 1
-    assert "needs a fresh profile analysis" in capsys.readouterr().err
+    assert "planning requires profile; add it before the planner" in capsys.readouterr().err

@@ -11,14 +11,32 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ir_fixtures import GraphBuilder, big_module, small_module
 
-from acir.ir.artifact import encode, read_bytes
 from acir.errors import ParseError
+from acir.ir.analyses import PROFILE
+from acir.ir.artifact import encode, read_bytes
 from acir.ir.graph import (
-    DTYPE_SIZE, Device, DType, Graph, GraphInput, Header, InputKind, Layout, MemoryFormat, Module,
-    Node, Provenance, Region, Role, Storage, Value, ValueRef,
+    DTYPE_SIZE,
+    LAYOUTS,
+    MEMORY_FORMATS,
+    Device,
+    DType,
+    Graph,
+    GraphInput,
+    Header,
+    InputKind,
+    Layout,
+    MemoryFormat,
+    Module,
+    Node,
+    Provenance,
+    Region,
+    Role,
+    Storage,
+    Value,
+    ValueRef,
 )
 from acir.ir.serde import dumps, loads
-from acir.ir.text import LAYOUTS, MEMORY_FORMATS, parse_module, print_module
+from acir.ir.text import parse_module, print_module
 from acir.ir.verify import problems
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "small.acir.txt"
@@ -359,7 +377,7 @@ def _with_analyses(profile_revision: int | None = 2, liveness: bool = True) -> M
         times = [0.001, 0.1 + 0.2, 5e-324, 1e-07, 1.5, 0.25, 1 / 3]  # seconds, some odd floats
         nodes = [NodeProfile(n.id, times[k % len(times)], 32 * k, 16 * k, 1000 + k, 900 + k)
                  for k, n in enumerate(m.graph.nodes)]
-        m.analyses["profile"] = Profile(revision=profile_revision, device="cpu", method="perf_counter", reps=5,
+        m.analyses[PROFILE] = Profile(revision=profile_revision, device="cpu", method="perf_counter", reps=5,
                                         warmup=1, torch_version="2.14.1+cpu", malloc="heap-retained", nodes=nodes,
                                         measured_peak_bytes=756, peak_node=17, iteration_s=0.0123)
     if liveness:

@@ -9,7 +9,17 @@ from ir_fixtures import big_module, small_module
 
 from acir.errors import VerifyError
 from acir.ir.graph import (
-    DType, GraphInput, InputKind, Layout, MemoryFormat, Module, Region, Role, Storage, Value, ValueRef,
+    DType,
+    GraphInput,
+    InputKind,
+    Layout,
+    MemoryFormat,
+    Module,
+    Region,
+    Role,
+    Storage,
+    Value,
+    ValueRef,
 )
 from acir.ir.verify import MAX_SHOWN, problems, verify
 

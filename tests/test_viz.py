@@ -15,14 +15,23 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
+from acir.tools.viz import main
 from conftest import cli
 from ir_fixtures import big_module, small_module
 
-from acir.ir.analyses import Decision, NodeProfile, Plan, Profile, TensorPlan
+from acir.bench.sweep import read_sweep_csv
+from acir.ir.analyses import (
+    LIVENESS,
+    PLAN,
+    PROFILE,
+    Decision,
+    NodeProfile,
+    Plan,
+    Profile,
+    TensorPlan,
+)
 from acir.ir.artifact import encode, write_path
 from acir.ir.graph import Module, Region, ValueRef
-from acir.tools.viz import main
-from acir.bench.sweep import read_sweep_csv
 from acir.viz.dot import homes, select, to_dot
 from acir.viz.memory import predicted_ac
 
@@ -54,8 +63,8 @@ def hand_plan(revision: int = 2) -> Plan:
 
 def planned() -> Module:
     m = small_module()
-    m.analyses["profile"] = hand_profile(m)
-    m.analyses["plan"] = hand_plan()
+    m.analyses[PROFILE] = hand_profile(m)
+    m.analyses[PLAN] = hand_plan()
     return m
 
 
@@ -240,7 +249,7 @@ def test_missing_dot_says_how_to_install(capsys, artifact, tmp_path, monkeypatch
 
 def test_predicted_ac_subtracts_idle_windows():
     m = with_liveness(planned())
-    live = m.analyses["liveness"]
+    live = m.analyses[LIVENESS]
     base = list(live.timeline)
     ac = predicted_ac(m.graph, live, hand_plan(), base)
     lives = {s.storage: s for s in live.storages}
@@ -364,7 +373,7 @@ def test_against_needs_a_rewritten_graph_and_a_matching_one(capsys, tmp_path):
 
 def test_stale_liveness_is_refused(capsys, tmp_path):
     m = with_liveness(small_module())
-    m.analyses["liveness"].revision = 1
+    m.analyses[LIVENESS].revision = 1
     path = str(tmp_path / "s.acir")
     write_path(m, path)
     rc, _, err = viz(capsys, path, "--memory", "-o", str(tmp_path / "m.png"))

@@ -116,10 +116,10 @@ def _parser():
 
 
 def _options(args):
-    from acir.bench.driver import BenchOptions
-    from acir.bench.configs import FAMILIES
-    from acir.errors import BenchError
     from acir.analysis.budget import parse_budget
+    from acir.bench.configs import FAMILIES
+    from acir.bench.driver import BenchOptions
+    from acir.errors import BenchError
 
     try:
         batches = tuple(int(x) for x in _split(args.batch_sizes))
@@ -207,7 +207,13 @@ def _replot(args) -> int:
 def _body(args) -> int:
     from dataclasses import asdict
 
-    from acir.bench.driver import describe_machine, format_table, run, stderr_log, write_results
+    from acir.bench.driver import (
+        describe_machine,
+        format_table,
+        run,
+        stderr_log,
+        write_results,
+    )
     from acir.errors import BenchError
     from acir.runtime.measure import malloc_setting
 

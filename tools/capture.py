@@ -46,10 +46,10 @@ def _parser():
 
 
 def _body(args) -> int:
-    from acir.ir.artifact import write_path
     from acir.api import CaptureOptions, capture
     from acir.errors import CaptureError
     from acir.frontend.zoo import ZOO
+    from acir.ir.artifact import write_path
 
     if args.list_models:
         for name, entry in ZOO.items():

@@ -18,10 +18,10 @@ torch.no_grad() and returns (loss,). Ops are resolved by overload name from the 
 
 
 def _body(args) -> int:
-    from acir.ir.artifact import read_path
     from acir.errors import RunError
-    from acir.runtime.lower import python_source
+    from acir.ir.artifact import read_path
     from acir.ir.verify import verify
+    from acir.runtime.lower import python_source
 
     module = read_path(args.file)
     verify(module)

@@ -11,9 +11,11 @@ import shlex
 import sys
 from typing import TextIO
 
-from acir.errors import AcirError, SerdeError
-from acir.pipeline.manager import Failure, Pass, PassManager
 from acir.tools._cli import make_parser, run_cli
+
+from acir.errors import AcirError, SerdeError
+from acir.pipeline.manager import Failure, PassManager
+from acir.pipeline.pass_base import Pass
 
 PROG = "acir-opt"
 
@@ -58,7 +60,7 @@ def make_arg_parser() -> argparse.ArgumentParser:
 
 
 def list_passes(out: TextIO) -> None:
-    """Every registered pass: summary, analyses it requires/preserves, options with types and defaults."""
+    """Every registered pass: summary, analyses it requires/preserves/ensures, options with types and defaults."""
     from acir.pipeline.registry import names, pass_class
 
     for name in names():
@@ -68,7 +70,9 @@ def list_passes(out: TextIO) -> None:
             out.write(f"{name}\n    (unavailable: {type(e).__name__}: {e})\n")
             continue
         out.write(f"{name}\n    {cls.summary()}\n")
-        out.write(f"    requires: {', '.join(cls.requires) or '-'}    preserves: {', '.join(cls.preserves) or '-'}\n")
+        keys = {"requires": cls.requires, "preserves": cls.preserves, "ensures": cls.ensures}
+        out.write("   " + "".join(f" {what}: {', '.join(k.name for k in ks) or '-'}   " for what, ks in keys.items())
+                  .rstrip() + "\n")
         if not cls.options():
             out.write("    options: none\n")
         for o in cls.options():
@@ -77,7 +81,7 @@ def list_passes(out: TextIO) -> None:
 
 
 def _show_default(value: object) -> str:
-    from acir.pipeline.manager import format_option
+    from acir.pipeline.pass_base import format_option
 
     text = format_option(value)
     return repr(text) if isinstance(value, str) else text

@@ -7,6 +7,8 @@ import sys
 
 from acir.tools._cli import make_parser, run_cli
 
+from acir.ir.analyses import LIVENESS, PLAN
+
 EPILOG = """\
 examples:
   acir-run r18.acir                        # one training step, prints the loss
@@ -55,12 +57,12 @@ def _log(args, msg: str) -> None:
 def _body(args) -> int:
     import torch
 
-    from acir.ir.artifact import read_path
     from acir.errors import RunError
+    from acir.frontend.rebuild import provenance_for, rebuild
+    from acir.ir.artifact import read_path
+    from acir.ir.verify import verify
     from acir.runtime.lower import BoundStep, lower
     from acir.runtime.measure import measure
-    from acir.frontend.rebuild import provenance_for, rebuild
-    from acir.ir.verify import verify
 
     if args.iters < 1 or args.warmup < 0:
         raise RunError("--iters must be at least 1 and --warmup at least 0")
@@ -140,12 +142,12 @@ def _same_workload(a, b, name: str) -> None:
 def _predictions(module) -> dict:
     """What the artifact's analyses predict: the plan's budget and peak, the simulated peak."""
     out: dict = {}
-    plan = module.analyses.get("plan")
+    plan = module.analyses.get(PLAN)
     if plan is not None:
         out.update(planner=plan.planner, budget_bytes=plan.budget_bytes,
                    predicted_peak_bytes=plan.predicted_peak_bytes, no_ac_peak_bytes=plan.no_ac_peak_bytes,
                    recomputed=len(plan.recomputed()))
-    live = module.analyses.get("liveness")
+    live = module.analyses.get(LIVENESS)
     if live is not None and live.revision == module.header.revision:
         out["simulated_peak_bytes"] = live.simulated_peak_bytes
     out["recompute_nodes"] = sum(1 for n in module.graph.nodes if n.recompute_of is not None)
@@ -174,9 +176,9 @@ def _measure_pair(args, prov, module, gm, other, other_gm) -> dict:
     """Peak of each, then latencies interleaved (one iteration of each in turn)."""
     import statistics
 
+    from acir.frontend.rebuild import rebuild
     from acir.runtime.lower import BoundStep
     from acir.runtime.measure import malloc_setting, measure_interleaved, measure_peak
-    from acir.frontend.rebuild import rebuild
 
     steps, peaks = {}, {}
     for name, mod, g in (("acir", module, gm), ("against", other, other_gm)):

@@ -21,9 +21,9 @@ point each. Every figure is the shared simulator's prediction, not a measurement
 
 def _body(args) -> int:
     from acir.analysis.candidates import build
-    from acir.ir.artifact import read_path
-    from acir.errors import ParseError
     from acir.bench.sweep import PLANNERS, pareto_plot, sweep
+    from acir.errors import ParseError
+    from acir.ir.artifact import read_path
 
     planners = tuple(x.strip() for x in args.planners.split(",") if x.strip())
     unknown = [x for x in planners if x not in PLANNERS]

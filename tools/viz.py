@@ -162,9 +162,9 @@ def _read_raw(path: str) -> tuple[bytes, str]:
 
 def _read_module(path: str):
     """The artifact at ``path`` ('-': standard input); a sweep CSV is a usage error that says --pareto."""
-    from acir.ir.artifact import read_bytes
     from acir.bench.sweep import is_sweep_csv
     from acir.errors import VizUsageError
+    from acir.ir.artifact import read_bytes
 
     data, source = _read_raw(path)
     if is_sweep_csv(data):
@@ -173,9 +173,9 @@ def _read_module(path: str):
 
 
 def _pareto(args: argparse.Namespace) -> None:
-    from acir.ir.artifact import BINARY_PREFIX, TEXT_PREFIX
     from acir.bench.sweep import is_sweep_csv, pareto, read_sweep_csv
     from acir.errors import VizUsageError
+    from acir.ir.artifact import BINARY_PREFIX, TEXT_PREFIX
 
     data, source = _read_raw(args.file)
     if not is_sweep_csv(data):

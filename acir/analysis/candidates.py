@@ -31,11 +31,11 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from acir.errors import PreconditionError
-from acir.ir.graph import Graph, Module, Region, arg_refs
 from acir.analysis.loss_head import FusionStats, fused_view
-from acir.ir.ops import functional_variant, is_random, mutated_args, written_args
 from acir.analysis.problem import Problem
+from acir.ir.analyses import LIVENESS, PROFILE, require
+from acir.ir.graph import Graph, Module, Region, arg_refs
+from acir.ir.ops import functional_variant, is_random, mutated_args, written_args
 from acir.ir.rng import STATE_OP, linked_states
 
 #: Batch-norm overloads whose running statistics a replay can leave out (pass None).
@@ -52,15 +52,6 @@ class Candidates:
     graph: Graph | None = None           # the graph the problem describes: the module's, or its fused view
     no_ac_peak: int = 0                  # the module's own simulated peak (what budget percentages refer to)
     fused: FusionStats = field(default_factory=FusionStats)  # loss heads fused in ``graph``
-
-
-def _fresh(module: Module, name: str):
-    block = module.analyses.get(name)
-    if block is None or block.revision != module.header.revision:
-        state = "missing" if block is None else "stale"
-        raise PreconditionError(f"planning needs a fresh {name} analysis ({state}); add it before the planner, "
-                                f"e.g. -p 'profile,liveness,mutwo{{budget=60%}}'")
-    return block
 
 
 def _node_reason(op: str, writes_ok: bool, replayable: bool = False) -> str:
@@ -87,8 +78,9 @@ def build(module: Module) -> Candidates:
     ``rewrite`` pass will run it."""
     from acir.analysis.simulator import simulate, storage_lives
 
-    profile = _fresh(module, "profile")
-    liveness = _fresh(module, "liveness")
+    fix = "add it before the planner, e.g. -p 'profile,liveness,mutwo{budget=60%}'"
+    profile = require(module, PROFILE, "planning", fix)
+    liveness = require(module, LIVENESS, "planning", fix)
     run_s = profile.run_s()
     g, fused = fused_view(module.graph)
     storage_list = liveness.storages if g is module.graph else storage_lives(g, run_s)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from acir.errors import BenchError
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 
 #: The configuration families, in the order they run and are drawn.
 FAMILIES = ("eager", "noac", "acir-mutwo", "acir-optimal", "checkpoint", "torch-budget")
@@ -170,7 +171,7 @@ class Builder:
             rng = torch.random.get_rng_state()
             try:
                 model, opt, _, batch = fresh(self.w)
-                module.analyses["profile"] = profile_step(module, model, opt, batch, self.profile_reps, 1)
+                module.analyses[PROFILE] = profile_step(module, model, opt, batch, self.profile_reps, 1)
                 del model, opt, batch
             finally:
                 torch.random.set_rng_state(rng)
@@ -180,8 +181,8 @@ class Builder:
 
     def _planned(self, spec: ConfigSpec, planner: str, budget: str) -> Runner:
         from acir.pipeline.manager import PassManager
-        from acir.pipeline.syntax import PassSpec
         from acir.pipeline.registry import instantiate
+        from acir.pipeline.syntax import PassSpec
 
         options = {"budget": budget}
         if planner == "optimal":
@@ -190,11 +191,11 @@ class Builder:
         passes = [instantiate(PassSpec("liveness", {})), instantiate(PassSpec(planner, options)),
                   instantiate(PassSpec("rewrite", {}))]
         PassManager(passes).run(module)
-        plan = module.analyses["plan"]
+        plan = module.analyses[PLAN]
         info = {"budget_bytes": plan.budget_bytes, "predicted_peak_bytes": plan.predicted_peak_bytes,
                 "predicted_recompute_s": round(plan.predicted_recompute_s, 6), "recomputed": len(plan.recomputed()),
                 "nodes": len(module.graph.nodes)}
-        live = module.analyses.get("liveness")
+        live = module.analyses.get(LIVENESS)
         if live is not None and live.revision == module.header.revision:
             info["simulated_peak_bytes"] = live.simulated_peak_bytes
         model, opt, _, batch = fresh(self.w)

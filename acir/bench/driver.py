@@ -42,8 +42,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from acir.bench.configs import (
+    FAMILIES,
+    Builder,
+    ConfigSpec,
+    Runner,
+    Workload,
+    timed_build,
+)
 from acir.errors import BenchError
-from acir.bench.configs import FAMILIES, Builder, ConfigSpec, Runner, Workload, timed_build
 
 __all__ = ["COLUMNS", "BenchError", "BenchOptions", "Result", "compare", "config_specs", "describe_machine",
            "format_table", "measure_peak", "read_results", "run", "run_workload", "stderr_log", "write_results"]

@@ -11,9 +11,9 @@ simulator, not measurements.
 
 from __future__ import annotations
 
-import time
 import csv
 import io
+import time
 from dataclasses import dataclass
 
 from acir.analysis.problem import Problem, evaluate

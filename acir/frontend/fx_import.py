@@ -17,11 +17,23 @@ import operator
 from typing import Any
 
 from acir.errors import CaptureError
-from acir.ir.graph import (
-    INPUT_ROLE, Device, DType, Graph, GraphInput, InputKind, Layout, MemoryFormat, Node, Region, Role, Storage,
-    Value, ValueRef,
-)
 from acir.frontend.trace import TracedStep
+from acir.ir.graph import (
+    INPUT_ROLE,
+    Device,
+    DType,
+    Graph,
+    GraphInput,
+    InputKind,
+    Layout,
+    MemoryFormat,
+    Node,
+    Region,
+    Role,
+    Storage,
+    Value,
+    ValueRef,
+)
 
 #: Constants the step creates are stored in the artifact; past this size they should be buffers.
 MAX_CONSTANT_BYTES = 1 << 20

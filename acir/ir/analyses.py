@@ -1,17 +1,29 @@
 """Analysis blocks: what passes learn about a graph, kept in the artifact beside it.
 
-Each block is stamped with the graph ``revision`` it was computed at; the pass manager
-refuses a pass whose required analysis is missing or stale (its revision differs from
-the header's). Blocks are plain data; the passes that compute them are ``profile``
-(measured) and ``liveness`` (static, with the memory simulator).
+Each kind of block has a typed :class:`AnalysisKey` (:data:`PROFILE`, :data:`LIVENESS`,
+:data:`PLAN`): its name in the artifact, its class, and the pass that produces it. A
+module keeps its blocks in :class:`Analyses`, a mapping from key to block that refuses a
+block of the wrong class. Each block is stamped with the graph ``revision`` it was
+computed at, and :func:`require` is the one place that decides whether a block is fresh
+(its revision is the header's): the pass manager asks it before every pass, and so does
+every other reader that needs current numbers. Blocks are plain data; the passes that
+compute them are ``profile`` (measured), ``liveness`` (static, with the memory simulator)
+and the planners (``plan``).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, Iterator, TypeVar
 
+from acir.errors import PreconditionError
 from acir.ir.graph import Role
+
+if TYPE_CHECKING:
+    from acir.ir.graph import Module
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -102,5 +114,93 @@ class Plan:
         return [t for t in self.tensors if t.decision is Decision.RECOMPUTE]
 
 
-#: The analysis blocks by their name in ``Module.analyses``, in artifact order.
-ANALYSES = {"profile": Profile, "liveness": Liveness, "plan": Plan}
+@dataclass(frozen=True)
+class AnalysisKey(Generic[T]):
+    """One kind of analysis block: its name in the artifact and the text form, its class, and
+    the pass that computes it (pipeline text, for messages and for the manager)."""
+
+    name: str
+    type: type[T]
+    producer: str
+
+    def __repr__(self) -> str:
+        return f"AnalysisKey({self.name})"
+
+
+PROFILE: AnalysisKey[Profile] = AnalysisKey("profile", Profile, "profile")
+LIVENESS: AnalysisKey[Liveness] = AnalysisKey("liveness", Liveness, "liveness")
+PLAN: AnalysisKey[Plan] = AnalysisKey("plan", Plan, "")  # any planner: mutwo, optimal, ...
+
+#: The keys of the artifact's blocks, in artifact (and text) order.
+KEYS: tuple[AnalysisKey, ...] = (PROFILE, LIVENESS, PLAN)
+BY_NAME: dict[str, AnalysisKey] = {k.name: k for k in KEYS}
+
+
+class Analyses:
+    """A module's analysis blocks by :class:`AnalysisKey`; iteration is in :data:`KEYS` order
+    (keys of other kinds, which tests may define, after them)."""
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self, blocks: dict[AnalysisKey, object] | None = None) -> None:
+        self._blocks: dict[AnalysisKey, object] = {}
+        for key, block in (blocks or {}).items():
+            self[key] = block
+
+    def __setitem__(self, key: AnalysisKey[T], block: T) -> None:
+        if not isinstance(key, AnalysisKey):
+            raise TypeError(f"analyses are keyed by AnalysisKey (acir.ir.analyses.PLAN ...), not {key!r}")
+        if not isinstance(block, key.type):
+            raise TypeError(f"the {key.name} analysis must be a {key.type.__name__}, not {type(block).__name__}")
+        self._blocks[key] = block
+
+    def __getitem__(self, key: AnalysisKey[T]) -> T:
+        return self._blocks[key]  # type: ignore[return-value]
+
+    def get(self, key: AnalysisKey[T]) -> T | None:
+        return self._blocks.get(key)  # type: ignore[return-value]
+
+    def pop(self, key: AnalysisKey[T], default: T | None = None) -> T | None:
+        return self._blocks.pop(key, default)  # type: ignore[return-value]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._blocks
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __iter__(self) -> Iterator[AnalysisKey]:
+        order = {k: i for i, k in enumerate(KEYS)}
+        return iter(sorted(self._blocks, key=lambda k: (order.get(k, len(order)), k.name)))
+
+    def items(self) -> list[tuple[AnalysisKey, object]]:
+        return [(k, self._blocks[k]) for k in self]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Analyses) and self._blocks == other._blocks
+
+    def __repr__(self) -> str:
+        return "Analyses(" + ", ".join(k.name for k in self) + ")"
+
+
+def fresh(module: Module, key: AnalysisKey[T]) -> T | None:
+    """The ``key`` block of ``module`` if it was computed at the current graph revision, else None."""
+    block = module.analyses.get(key)
+    return block if block is not None and getattr(block, "revision", None) == module.header.revision else None
+
+
+def require(module: Module, key: AnalysisKey[T], who: str, fix: str = "") -> T:
+    """The fresh ``key`` block of ``module``, or a :class:`PreconditionError` that says why
+    ``who`` cannot have it and how to fix that (``fix`` replaces the default advice)."""
+    block = module.analyses.get(key)
+    if block is None:
+        how = fix or (f"add {key.producer} before {who}" if key.producer
+                      else f"add a pass that computes it before {who} (acir-opt --list-passes)")
+        raise PreconditionError(f"{who} requires {key.name}; {how}")
+    rev = getattr(block, "revision", None)
+    if rev != module.header.revision:
+        when = "it carries no revision" if rev is None else f"computed at revision {rev}"
+        how = fix or f"re-run {key.producer or 'a pass that computes it'} before {who}"
+        raise PreconditionError(f"{who} requires {key.name}, but it is stale ({when}, the graph is at "
+                                f"revision {module.header.revision}); {how}")
+    return block  # type: ignore[return-value]

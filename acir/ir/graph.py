@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from acir.ir.analyses import Analyses
 
 SCHEMA_VERSION = 1
 MAGIC = "acir"
@@ -231,13 +234,19 @@ class Header:
     revision: int = 0
 
 
+def _no_analyses():
+    from acir.ir.analyses import Analyses  # it imports this module (roles)
+
+    return Analyses()
+
+
 @dataclass(slots=True)
 class Module:
     header: Header
     graph: Graph
-    #: Analysis blocks by name ("profile", "liveness", "plan"), each stamped with the graph
-    #: revision it was computed at (its ``revision`` attribute).
-    analyses: dict[str, object] = field(default_factory=dict)
+    #: Analysis blocks by typed key (:mod:`acir.ir.analyses`: PROFILE, LIVENESS, PLAN), each
+    #: stamped with the graph revision it was computed at (its ``revision`` attribute).
+    analyses: Analyses = field(default_factory=_no_analyses)
 
 
 def definition_order(graph: Graph) -> list[int]:

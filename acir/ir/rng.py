@@ -28,6 +28,7 @@ from __future__ import annotations
 from acir.ir.acir_ops import KEEP_OP, REPLAY, STATE_OP, state_bytes
 from acir.ir.graph import Graph, Node, Region, Storage, Value, ValueRef
 
+
 def insert_state_nodes(g: Graph) -> None:
     """Give every forward op in :data:`REPLAY` a saved state (see the module docstring).
     Node ids are renumbered in order, as capture leaves them."""

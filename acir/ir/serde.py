@@ -10,13 +10,44 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from acir.ir._proto import acir_pb2 as pb
-from acir.ir.analyses import Decision, Liveness, NodeProfile, Plan, Profile, StorageLife, TensorPlan
 from acir.errors import SerdeError
+from acir.ir._proto import acir_pb2 as pb
+from acir.ir.analyses import (
+    LIVENESS,
+    PLAN,
+    PROFILE,
+    Analyses,
+    AnalysisKey,
+    Decision,
+    Liveness,
+    NodeProfile,
+    Plan,
+    Profile,
+    StorageLife,
+    TensorPlan,
+)
 from acir.ir.graph import (
-    MAGIC, SCHEMA_VERSION, Arg, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
-    MemoryFormat, Module, Node, Provenance, Region, Role, Storage, Value, ValueRef,
-    definition_order, storage_order,
+    MAGIC,
+    SCHEMA_VERSION,
+    Arg,
+    Device,
+    DType,
+    Graph,
+    GraphInput,
+    Header,
+    InputKind,
+    Layout,
+    MemoryFormat,
+    Module,
+    Node,
+    Provenance,
+    Region,
+    Role,
+    Storage,
+    Value,
+    ValueRef,
+    definition_order,
+    storage_order,
 )
 
 _END = "end"
@@ -97,8 +128,8 @@ def module_to_pb(m: Module) -> pb.Module:
     return msg
 
 
-def _analyses_to_pb(analyses: dict, out: pb.Analyses) -> None:
-    prof = analyses.get("profile")
+def _analyses_to_pb(analyses: Analyses, out: pb.Analyses) -> None:
+    prof = analyses.get(PROFILE)
     if prof is not None:
         p = out.profile
         p.revision, p.device, p.method, p.reps, p.warmup = prof.revision, prof.device, prof.method, prof.reps, prof.warmup
@@ -107,7 +138,7 @@ def _analyses_to_pb(analyses: dict, out: pb.Analyses) -> None:
         for n in prof.nodes:
             p.nodes.add(node=n.node, run_s=n.run_s, alloc_bytes=n.alloc_bytes, freed_bytes=n.freed_bytes,
                         peak_bytes=n.peak_bytes, live_bytes=n.live_bytes)
-    live = analyses.get("liveness")
+    live = analyses.get(LIVENESS)
     if live is not None:
         q = out.liveness
         q.revision, q.simulated_peak_bytes, q.peak_node = live.revision, live.simulated_peak_bytes, live.peak_node
@@ -119,7 +150,7 @@ def _analyses_to_pb(analyses: dict, out: pb.Analyses) -> None:
                            inactive_s=s.inactive_s)
         for role in sorted(live.peak_by_role, key=lambda r: r.value):
             q.peak_by_role.add(role=role.value, bytes=live.peak_by_role[role])
-    plan = analyses.get("plan")
+    plan = analyses.get(PLAN)
     if plan is not None:
         r = out.plan
         r.revision, r.planner, r.budget_bytes = plan.revision, plan.planner, plan.budget_bytes
@@ -131,11 +162,11 @@ def _analyses_to_pb(analyses: dict, out: pb.Analyses) -> None:
                           recompute_s=t.recompute_s, recompute_count=t.recompute_count)
 
 
-def _analyses_from_pb(msg: pb.Analyses) -> dict:
-    out: dict = {}
+def _analyses_from_pb(msg: pb.Analyses) -> Analyses:
+    out = Analyses()
     if msg.HasField("profile"):
         p = msg.profile
-        out["profile"] = Profile(
+        out[PROFILE] = Profile(
             revision=p.revision, device=p.device, method=p.method, reps=p.reps, warmup=p.warmup,
             torch_version=p.torch_version, malloc=p.malloc,
             nodes=[NodeProfile(n.node, n.run_s, n.alloc_bytes, n.freed_bytes, n.peak_bytes, n.live_bytes)
@@ -143,7 +174,7 @@ def _analyses_from_pb(msg: pb.Analyses) -> dict:
             measured_peak_bytes=p.measured_peak_bytes, peak_node=p.peak_node, iteration_s=p.iteration_s)
     if msg.HasField("liveness"):
         q = msg.liveness
-        out["liveness"] = Liveness(
+        out[LIVENESS] = Liveness(
             revision=q.revision,
             storages=[StorageLife(s.storage, s.defined, s.last_use, s.last_fw_use, s.first_bw_use, s.last_bw_use,
                                   s.activation, s.inactive_s) for s in q.storages],
@@ -152,7 +183,7 @@ def _analyses_from_pb(msg: pb.Analyses) -> dict:
             persistent_bytes=q.persistent_bytes, used_profile=q.used_profile)
     if msg.HasField("plan"):
         r = msg.plan
-        out["plan"] = Plan(
+        out[PLAN] = Plan(
             revision=r.revision, planner=r.planner, budget_bytes=r.budget_bytes,
             predicted_peak_bytes=r.predicted_peak_bytes, predicted_recompute_s=r.predicted_recompute_s,
             solve_s=r.solve_s, no_ac_peak_bytes=r.no_ac_peak_bytes, floor_bytes=r.floor_bytes,
@@ -162,25 +193,25 @@ def _analyses_from_pb(msg: pb.Analyses) -> dict:
     return out
 
 
-def analysis_to_text(name: str, block) -> str:
+def analysis_to_text(key: AnalysisKey, block) -> str:
     """One analysis block as a single line of protobuf text format (for :mod:`acir.ir.text`)."""
     from google.protobuf import text_format
 
     msg = pb.Analyses()
-    _analyses_to_pb({name: block}, msg)
-    return text_format.MessageToString(getattr(msg, name), as_one_line=True)
+    _analyses_to_pb(Analyses({key: block}), msg)
+    return text_format.MessageToString(getattr(msg, key.name), as_one_line=True)
 
 
-def analysis_from_text(name: str, text: str, what: str):
+def analysis_from_text(key: AnalysisKey, text: str, what: str):
     """Parse what :func:`analysis_to_text` printed; errors are :class:`SerdeError` naming ``what``."""
     from google.protobuf import text_format
 
     msg = pb.Analyses()
     try:
-        text_format.Parse(text, getattr(msg, name))
+        text_format.Parse(text, getattr(msg, key.name))
     except (text_format.ParseError, AttributeError) as e:
-        raise SerdeError(f"{what}: bad {name} block: {e}") from None
-    return _analyses_from_pb(msg)[name]
+        raise SerdeError(f"{what}: bad {key.name} block: {e}") from None
+    return _analyses_from_pb(msg)[key]
 
 
 def dumps(m: Module) -> bytes:

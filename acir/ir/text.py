@@ -43,14 +43,50 @@ import json
 import math
 import re
 
-from acir.ir.analyses import ANALYSES, Decision, Liveness, Plan, Profile
 from acir.errors import ParseError, SerdeError
-from acir.units import format_bytes
-from acir.ir.graph import (
-    DTYPE_SIZE, LAYOUTS, MEMORY_FORMATS, SCHEMA_VERSION, Device, DType, Graph, GraphInput, Header, InputKind, Layout,
-    MemoryFormat, Module, Node, Region, Role, Storage, Value, ValueRef,
+from acir.ir.analyses import (
+    BY_NAME,
+    KEYS,
+    LIVENESS,
+    PLAN,
+    PROFILE,
+    Analyses,
+    AnalysisKey,
+    Decision,
+    Liveness,
+    Plan,
+    Profile,
 )
-from acir.ir.text_parse import Bad, expect, expect_end, read_call, read_int, read_ints, read_string, read_word
+from acir.ir.graph import (
+    DTYPE_SIZE,
+    SCHEMA_VERSION,
+    Device,
+    DType,
+    Graph,
+    GraphInput,
+    Header,
+    InputKind,
+    Layout,
+    MemoryFormat,
+    Module,
+    Node,
+    Region,
+    Role,
+    Storage,
+    Value,
+    ValueRef,
+)
+from acir.ir.text_parse import (
+    Bad,
+    expect,
+    expect_end,
+    read_call,
+    read_int,
+    read_ints,
+    read_string,
+    read_word,
+)
+from acir.units import format_bytes
 
 __all__ = ["contiguous_strides", "parse_module", "print_module"]
 
@@ -166,9 +202,9 @@ class _Printer:
         return f"<unprintable {type(o).__name__}>"
 
 
-def _blocks(m: Module) -> list[tuple[str, object]]:
+def _blocks(m: Module) -> list[tuple[AnalysisKey, object]]:
     """The analysis blocks that have a text form, in artifact order."""
-    return [(name, m.analyses[name]) for name, cls in ANALYSES.items() if isinstance(m.analyses.get(name), cls)]
+    return [(key, m.analyses[key]) for key in KEYS if key in m.analyses]
 
 
 def _plan_notes(plan: Plan | None) -> dict[int, str]:
@@ -191,7 +227,7 @@ def _notes(m: Module) -> list[str] | None:
     the storages each node creates, the liveness timeline the live bytes, and the plan
     (fresh or stale) what happens to the storages the node creates.
     """
-    prof, live, plan = m.analyses.get("profile"), m.analyses.get("liveness"), m.analyses.get("plan")
+    prof, live, plan = m.analyses.get(PROFILE), m.analyses.get(LIVENESS), m.analyses.get(PLAN)
     prof = prof if isinstance(prof, Profile) else None
     live = live if isinstance(live, Liveness) else None
     plan = plan if isinstance(plan, Plan) else None
@@ -254,7 +290,7 @@ def print_module(m: Module) -> str:
     if blocks:
         from acir.ir.serde import analysis_to_text
 
-        lines += [f"analysis {name} {analysis_to_text(name, block)}".rstrip() for name, block in blocks]
+        lines += [f"analysis {key.name} {analysis_to_text(key, block)}".rstrip() for key, block in blocks]
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +306,7 @@ class _Reader:
         self.graph = Graph()
         self.have: set[str] = set()  # header line kinds seen
         self.shapes: dict[str, tuple] = {}  # shape text -> (dims, numel, contiguous strides)
-        self.analyses: dict[str, object] = {}
+        self.analyses = Analyses()
 
     def value(self, s: str, i: int) -> tuple[ValueRef, int]:
         m = _DESC.match(s, i)
@@ -414,16 +450,17 @@ class _Reader:
     def analysis(self, s: str) -> None:
         start = len("analysis ")
         name, i = read_word(s, start, _BARE, "an analysis name")
-        if name not in ANALYSES:
-            raise Bad(start, f"unknown analysis {name!r}; expected one of {', '.join(ANALYSES)}")
-        if name in self.analyses:
+        key = BY_NAME.get(name)
+        if key is None:
+            raise Bad(start, f"unknown analysis {name!r}; expected one of {', '.join(BY_NAME)}")
+        if key in self.analyses:
             raise Bad(start, f"analysis {name!r} given twice")
         if i < len(s):
             i = expect(s, i, " ")
         from acir.ir.serde import analysis_from_text
 
         try:
-            self.analyses[name] = analysis_from_text(name, s[i:], f"analysis {name}")
+            self.analyses[key] = analysis_from_text(key, s[i:], f"analysis {name}")
         except SerdeError as e:
             raise Bad(i, str(e)) from None
 
@@ -490,4 +527,4 @@ def parse_module(text: str, source: str = "<text>") -> Module:
         raise ParseError(f"{source}:{last}: missing the final 'output' line (is the text truncated?)")
     r.graph.storages = list(r.storages.values())
     r.graph.values = r.values
-    return Module(r.header, r.graph, {name: r.analyses[name] for name in ANALYSES if name in r.analyses})
+    return Module(r.header, r.graph, r.analyses)

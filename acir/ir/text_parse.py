@@ -13,7 +13,16 @@ import math
 import re
 from json.decoder import scanstring
 
-from acir.ir.graph import DTYPE_SIZE, LAYOUTS, MEMORY_FORMATS, Device, DType, Layout, MemoryFormat, ValueRef
+from acir.ir.graph import (
+    DTYPE_SIZE,
+    LAYOUTS,
+    MEMORY_FORMATS,
+    Device,
+    DType,
+    Layout,
+    MemoryFormat,
+    ValueRef,
+)
 
 __all__ = ["Bad", "expect", "expect_end", "read_call", "read_int", "read_ints", "read_string", "read_word"]
 

@@ -14,10 +14,24 @@ from __future__ import annotations
 
 from acir.errors import VerifyError
 from acir.ir.graph import (
-    DTYPE_SIZE, INPUT_ROLE, LAYOUTS, MEMORY_FORMATS, SCHEMA_VERSION, Device, DType, Graph, InputKind, Layout, MemoryFormat,
-    Module, Node, Region, Role, Storage, ValueRef,
+    DTYPE_SIZE,
+    INPUT_ROLE,
+    LAYOUTS,
+    MEMORY_FORMATS,
+    SCHEMA_VERSION,
+    Device,
+    DType,
+    Graph,
+    InputKind,
+    Layout,
+    MemoryFormat,
+    Module,
+    Node,
+    Region,
+    Role,
+    Storage,
+    ValueRef,
 )
-
 
 __all__ = ["MAX_SHOWN", "problems", "verify"]
 

@@ -12,7 +12,7 @@ import difflib
 import importlib
 
 from acir.errors import ParseError
-from acir.pipeline.manager import Pass
+from acir.pipeline.pass_base import Pass
 from acir.pipeline.syntax import PassSpec, parse_pipeline
 
 #: Pipeline name -> "module:Class".

@@ -121,8 +121,8 @@ def input_tensors(module: Module, model, opt, batch, constants: dict | None = No
     ``constants`` caches the CONSTANT inputs (by value id) so that repeated calls pass the
     same tensors, as parameters are the same tensors from call to call.
     """
-    from acir.frontend.trace import batch_leaves
     from acir.errors import RunError
+    from acir.frontend.trace import batch_leaves
 
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())

@@ -16,8 +16,6 @@ anything else a user can fix (no ``dot``, an unwritable file); the CLI exits 1.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import subprocess

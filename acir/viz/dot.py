@@ -33,11 +33,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from acir.ir.analyses import Decision, Plan, Profile
-from acir.ir.graph import Graph, InputKind, Module, Node, Region, Role
-from acir.viz.plots import ROLE_COLOURS
 from acir.errors import VizUsageError
+from acir.ir.analyses import PLAN, PROFILE, Decision, Plan, Profile
+from acir.ir.graph import Graph, InputKind, Module, Node, Region, Role
 from acir.units import format_bytes, human_time
+from acir.viz.plots import ROLE_COLOURS
 
 __all__ = ["DEFAULT_DEPTH", "REGION_FILL", "describe_selection", "find_node", "homes", "select", "to_dot"]
 
@@ -247,8 +247,8 @@ def _info(module: Module) -> _Info:
                 mine.append(s)
         created[n.id] = mine
         new_bytes[n.id] = sum(nbytes.get(s, 0) for s in mine)
-    prof = module.analyses.get("profile")
-    plan = module.analyses.get("plan")
+    prof = module.analyses.get(PROFILE)
+    plan = module.analyses.get(PLAN)
     decisions = {t.storage: (t.decision, t.reason) for t in plan.tensors} if isinstance(plan, Plan) else {}
     return _Info(new_bytes, created, prof.run_s() if isinstance(prof, Profile) else None, decisions,
                  {n.id: n.name for n in g.nodes})

@@ -22,20 +22,20 @@ the most bytes), so the peaks survive and an 11k-node step draws in about a seco
 
 from __future__ import annotations
 
-from acir.ir.analyses import Decision, Liveness, Plan
-from acir.ir.graph import Graph, Module, Region
-from acir.viz.plots import ROLE_COLOURS, bucket_ranks
-from acir.viz.report import ROLE_ORDER, MiB
 from acir.analysis.simulator import simulate
 from acir.errors import VizError, VizUsageError
+from acir.ir.analyses import LIVENESS, PLAN, Decision, Liveness, Plan
+from acir.ir.graph import Graph, Module, Region
 from acir.viz.common import PLOT_FORMATS, output_format
+from acir.viz.plots import ROLE_COLOURS, bucket_ranks
+from acir.viz.report import ROLE_ORDER, MiB
 
 __all__ = ["align", "memory_figure", "predicted_ac", "require_liveness"]
 
 
 def require_liveness(module: Module, what: str = "--memory", name: str = "FILE") -> Liveness:
     """The artifact's fresh liveness block, or a :class:`VizUsageError` that says how to add it."""
-    live = module.analyses.get("liveness")
+    live = module.analyses.get(LIVENESS)
     fix = f"e.g. acir-opt {name} -p liveness | acir-viz --memory -o mem.png"
     if not isinstance(live, Liveness):
         raise VizUsageError(f"{what} needs a liveness analysis, and {name} has none; add it, {fix}")
@@ -102,7 +102,7 @@ def memory_figure(module: Module, path: str, against: Module | None = None, agai
     tl = simulate(g, live.storages)
     totals = list(tl.live)
     n = len(totals)
-    plan = module.analyses.get("plan")
+    plan = module.analyses.get(PLAN)
     plan = plan if isinstance(plan, Plan) else None
     rewritten = any(x.recompute_of is not None for x in g.nodes)
     notes: list[str] = []

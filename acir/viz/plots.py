@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 
-from acir.ir.graph import Module, Region, Role
 from acir.errors import StatsError
-from acir.viz.report import ROLE_ORDER, MiB, Facts, gather
+from acir.ir.graph import Module, Region, Role
+from acir.viz.report import ROLE_ORDER, Facts, MiB, gather
 
 FORMATS = ("png", "svg", "pdf")
 MAX_POINTS = 4000

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from acir.ir.analyses import Decision, Liveness, Plan, Profile
-from acir.errors import StatsError
-from acir.ir.graph import Graph, Module, Node, Region, Role
 from acir.analysis.simulator import simulate, storage_lives, storage_roles
+from acir.errors import StatsError
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE, Decision, Liveness, Plan, Profile
+from acir.ir.graph import Graph, Module, Node, Region, Role
 
 #: Roles of memory that lives for the whole iteration (what AC cannot shrink).
 PERSISTENT_ROLES = (Role.PARAM, Role.BUFFER, Role.OPT_STATE, Role.INPUT)
@@ -69,13 +69,13 @@ def gather(module: Module) -> Facts:
     """Resolve which analyses to use; never modifies ``module``."""
     rev = module.header.revision
     notes: list[str] = []
-    profile = module.analyses.get("profile")
+    profile = module.analyses.get(PROFILE)
     if profile is not None and profile.revision != rev:
         notes.append(f"profile: ignored, it is stale (computed at revision {profile.revision}, the graph is at "
                      f"revision {rev}); re-run acir-opt -p profile")
         profile = None
     run_s = None if profile is None else profile.run_s()
-    liveness = module.analyses.get("liveness")
+    liveness = module.analyses.get(LIVENESS)
     if liveness is None:
         source = "computed"
         notes.append("liveness: computed now (the artifact has no liveness block)")
@@ -216,7 +216,7 @@ def _activations_text(d: dict) -> list[str]:
 
 
 def _plan(f: Facts) -> dict:
-    plan = f.module.analyses.get("plan")
+    plan = f.module.analyses.get(PLAN)
     if not isinstance(plan, Plan):
         return {"plan": None}
     recomputed = plan.recomputed()

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acir.ir.graph import Module
-from acir.pipeline.manager import Pass, PassResult
 from acir.analysis.problem import Problem
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
+from acir.ir.graph import Module
+from acir.pipeline.pass_base import Pass, PassResult
 
 __all__ = ["MuTwo"]
 
 
 def _solve(problem: Problem, budget_bytes: int):
-    from acir.passes.planner_base import PlannerResult
     from acir.passes.mutwo.solver import solve
+    from acir.passes.planner_base import PlannerResult
 
     s = solve(problem, budget_bytes)
     return PlannerResult(chosen=s.chosen, feasible=s.feasible, srcs=s.srcs, recompute_times=s.recompute_times)
@@ -37,8 +38,9 @@ class MuTwo(Pass):
     """
 
     name = "mutwo"
-    requires = ("profile", "liveness")
-    preserves = ("profile", "liveness")
+    requires = (PROFILE, LIVENESS)
+    preserves = (PROFILE, LIVENESS)
+    ensures = (PLAN,)
 
     budget: str = field(metadata={
         "help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})

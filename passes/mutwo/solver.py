@@ -82,7 +82,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from acir.analysis.plan_delta import PlanState
-from acir.analysis.problem import Evaluation, Problem, evaluate, recompute_set, spike_height
+from acir.analysis.problem import (
+    Evaluation,
+    Problem,
+    evaluate,
+    recompute_set,
+    spike_height,
+)
 
 __all__ = ["Solution", "solve"]
 

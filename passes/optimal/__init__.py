@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acir.ir.graph import Module
-from acir.pipeline.manager import Pass, PassResult
 from acir.analysis.problem import Problem, evaluate
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
+from acir.ir.graph import Module
+from acir.pipeline.pass_base import Pass, PassResult
 
 __all__ = ["Optimal", "warm_starts"]
 
@@ -51,8 +52,9 @@ class Optimal(Pass):
     """
 
     name = "optimal"
-    requires = ("profile", "liveness")
-    preserves = ("profile", "liveness")
+    requires = (PROFILE, LIVENESS)
+    preserves = (PROFILE, LIVENESS)
+    ensures = (PLAN,)
 
     budget: str = field(metadata={"help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
     time_limit: float = field(default=30.0, metadata={"help": "seconds for the solver; the best plan so far is kept"})
