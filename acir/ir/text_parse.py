@@ -1,178 +1,281 @@
-"""The low-level readers of :mod:`acir.ir.text`'s parser: strings, words, integers, and node arguments.
+"""The parser of the IR's text form (:mod:`acir.ir.text` describes the format and prints it).
 
-Kept apart from the line grammar in :mod:`acir.ir.text` so that each file reads on its own.
-Every reader takes the line and a position and returns what it read with the position
-after it; a failure raises :class:`Bad` with the column, which the parser turns into a
-:class:`~acir.errors.ParseError` naming the line. Nothing is ``eval``'d: argument lines are
-tokenised by one regular expression and assembled by hand.
+One method per line kind over (line, position); errors carry the column, and
+:func:`parse_text` turns them into a :class:`~acir.errors.ParseError` naming the source,
+the line and the column. The low-level readers live in :mod:`acir.ir.text_lex`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from json.decoder import scanstring
+import base64
 
+from acir.errors import ParseError, SerdeError
+from acir.ir.analyses import BY_NAME, Analyses
 from acir.ir.graph import (
     DTYPE_SIZE,
-    LAYOUTS,
-    MEMORY_FORMATS,
-    Device,
-    DType,
-    Layout,
-    MemoryFormat,
+    SCHEMA_VERSION,
+    Graph,
+    GraphInput,
+    Header,
+    Module,
+    Node,
+    Storage,
+    Value,
     ValueRef,
 )
+from acir.ir.text import (
+    _BARE,
+    _BARE_DEVICE,
+    _BASE64,
+    _DESC,
+    _HEADER_KINDS,
+    _IDENT,
+    _KIND_LIST,
+    _KINDS,
+    _LONG,
+    _NODE_HEAD,
+    _PROV_FIELDS,
+    _PROV_INTS,
+    _REGIONS,
+    _ROLE,
+    _ROLES,
+    _UPPER,
+    contiguous_strides,
+)
+from acir.ir.text_lex import Bad, expect, expect_end, read_call, read_int, read_ints, read_string, read_word
 
-__all__ = ["Bad", "expect", "expect_end", "read_call", "read_int", "read_ints", "read_string", "read_word"]
-
-_CONSTS = {"True": True, "False": False, "None": None, "inf": math.inf, "nan": math.nan}
-
-#: Argument tokens: a list of ints, a string, a number, a word (with '=' when it is a keyword
-#: name), a comma with its spaces, or any other single character. They cover every character.
-_TOKEN = re.compile(r'\[-?\d+(?:, -?\d+)*\]|"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|-inf|-nan'
-                    r"|[A-Za-z_][A-Za-z0-9_.]*=?|, *|.")
-_INT = re.compile(r"-?\d+")
-
-
-class Bad(Exception):
-    """A parse error at column ``col`` (0-based) of the current line."""
-
-    def __init__(self, col: int, msg: str) -> None:
-        super().__init__(msg)
-        self.col, self.msg = col, msg
-
-
-def read_string(s: str, i: int) -> tuple[str, int]:
-    if not s.startswith('"', i):
-        raise Bad(i, "expected a JSON-quoted string")
-    try:
-        return scanstring(s, i + 1)
-    except ValueError as e:
-        msg = str(getattr(e, "msg", e))
-        raise Bad(i, "unterminated string" if msg.startswith("Unterminated") else f"bad string: {msg}") from None
+__all__ = ["parse_text"]
 
 
-def read_word(s: str, i: int, pat: re.Pattern, what: str) -> tuple[str, int]:
-    if s.startswith('"', i):
-        return read_string(s, i)
-    m = pat.match(s, i)
-    if m is None:
-        raise Bad(i, f"expected {what}")
-    return m.group(), m.end()
 
 
-def expect(s: str, i: int, lit: str) -> int:
-    if not s.startswith(lit, i):
-        raise Bad(i, f"expected {lit.strip()!r}" if lit.strip() else "expected a space")
-    return i + len(lit)
+class _Reader:
+    def __init__(self) -> None:
+        self.values: dict[int, Value] = {}
+        self.storages: dict[int, Storage] = {}
+        self.header = Header()
+        self.graph = Graph()
+        self.have: set[str] = set()  # header line kinds seen
+        self.shapes: dict[str, tuple] = {}  # shape text -> (dims, numel, contiguous strides)
+        self.analyses = Analyses()
+
+    def value(self, s: str, i: int) -> tuple[ValueRef, int]:
+        m = _DESC.match(s, i)
+        if m is None:
+            raise Bad(i, "expected a value like v3:f32[2,4] s1=32B@cpu ACTIVATION")
+        vid_s, dt, shape_s, strides_s, sid_s, off_s, nbytes_s, device = m.groups()
+        vid, sid = int(vid_s), int(sid_s)
+        if vid in self.values:
+            raise Bad(i, f"value v{vid} is defined twice")
+        dtype = _LONG.get(dt, dt)
+        size = DTYPE_SIZE.get(dtype)
+        if size is None:
+            raise Bad(i, f"unknown dtype {dt!r}")
+        shape = self.shapes.get(shape_s)
+        if shape is None:
+            dims = read_ints(shape_s, i, "shape")
+            numel = 1
+            for d in dims:
+                numel *= d
+            shape = self.shapes[shape_s] = (dims, numel, contiguous_strides(dims))
+        strides = shape[2] if strides_s is None else read_ints(strides_s, i, "strides")
+        j = m.end()
+        if nbytes_s is not None:
+            if sid in self.storages:
+                raise Bad(i, f"storage s{sid} is defined twice (only its first mention gives =<nbytes>B@<device>)")
+            if not device:
+                device, j = read_word(s, j, _BARE_DEVICE, "a device after '@'")
+            self.storages[sid] = Storage(sid, int(nbytes_s), device)
+        elif sid not in self.storages:
+            raise Bad(i, f"storage s{sid} is used before its first mention with a size (s{sid}=<nbytes>B@<device>)")
+        r = _ROLE.match(s, j)
+        role = _ROLES.get(r.group(1)) if r else None
+        if role is None:
+            raise Bad(j + 1, f"unknown role; expected one of {', '.join(_ROLES)}")
+        self.values[vid] = Value(vid, shape[0], dtype, strides, sid, int(off_s) if off_s else 0,
+                                 shape[1] * size, role)
+        return ValueRef(vid), r.end()
+
+    def outputs(self, s: str, i: int):
+        if s.startswith("None", i):
+            return None, i + 4
+        if not s.startswith("(", i):
+            return self.value(s, i)
+        items: list = []
+        i += 1
+        while not s.startswith(")", i):
+            o, i = self.outputs(s, expect(s, i, ", ") if items else i)
+            items.append(o)
+        return items, i + 1
+
+    def enum(self, s: str, i: int, table: dict, what: str):
+        m = _UPPER.match(s, i)
+        if m is None or m.group() not in table:
+            raise Bad(i, f"unknown {what}; expected one of {', '.join(table)}")
+        return table[m.group()], m.end()
+
+    # -- line kinds ---------------------------------------------------------
+
+    def acir(self, s: str) -> None:
+        version, i = read_int(s, len("acir "), "the schema version")
+        if version > SCHEMA_VERSION:
+            raise Bad(5, f"schema version {version} is newer than this acir understands "
+                          f"({SCHEMA_VERSION}); upgrade acir (pip install -U acir)")
+        self.header.schema_version = version
+        self.header.producer, i = read_string(s, expect(s, i, " "))
+        expect_end(s, i)
+
+    def header_line(self, kind: str, s: str) -> None:
+        h, i = self.header, len(kind) + 1
+        if kind == "revision":
+            h.revision, i = read_int(s, i, "the revision")
+        elif kind == "pipeline":
+            entry, i = read_string(s, i)
+            h.pipeline.append(entry)
+        elif kind == "optimizer_option":
+            key, i = read_word(s, i, _BARE, "an option name")
+            if key in h.provenance.optimizer_options:
+                raise Bad(len(kind) + 1, f"optimizer option {key!r} given twice")
+            h.provenance.optimizer_options[key], i = read_string(s, expect(s, i, "="))
+        else:  # provenance: key=value pairs; missing ones keep their defaults
+            seen: set[str] = set()
+            i -= 1
+            while i < len(s):
+                start = i = expect(s, i, " ")
+                key, i = read_word(s, i, _IDENT, "a provenance field")
+                if key not in _PROV_FIELDS or key in seen:
+                    raise Bad(start, f"provenance field {key!r} given twice" if key in seen else
+                               f"unknown provenance field {key!r}; expected {', '.join(_PROV_FIELDS)}")
+                seen.add(key)
+                i = expect(s, i, "=")
+                val, i = read_int(s, i, key) if key in _PROV_INTS else read_string(s, i)
+                setattr(h.provenance, key, val)
+        expect_end(s, i)
+
+    def input(self, s: str) -> None:
+        ref, i = self.value(s, len("input "))
+        kind, i = self.enum(s, expect(s, i, " "), _KINDS, "input kind")
+        name, i = read_string(s, expect(s, i, " "))
+        data = b""
+        if s.startswith(" data=", i):  # a CONSTANT's bytes, base64
+            m = _BASE64.match(s, i + 6)
+            try:
+                data = base64.b64decode(m.group(), validate=True)
+            except ValueError:
+                raise Bad(i + 6, "bad base64 data") from None
+            i = m.end()
+        expect_end(s, i)
+        self.graph.inputs.append(GraphInput(ref.id, kind, name, data))
+
+    def node(self, s: str) -> None:
+        m = _NODE_HEAD.match(s)
+        if m is not None:  # the common case: nothing quoted
+            nid, name, op, i = int(m.group(1)), m.group(2), m.group(3), m.end()
+        else:
+            nid, i = read_int(s, 1, "a node id")
+            name, i = read_word(s, expect(s, i, " "), _BARE, "a node name")
+            op, i = read_word(s, expect(s, i, " = "), _BARE, "an op name")
+            i = expect(s, i, "(")
+        args, kwargs, i = read_call(s, i)
+        outs, i = self.outputs(s, expect(s, i, " -> "))
+        region, i = self.enum(s, expect(s, i, " "), _REGIONS, "region")
+        module, recompute_of = "", None
+        if s.startswith(" @", i):
+            module, i = read_word(s, i + 2, _BARE, "a module path after '@'")
+        if s.startswith(" recompute_of=n", i):
+            recompute_of, i = read_int(s, i + len(" recompute_of=n"), "a node id")
+        if s.startswith("  #", i):  # a derived comment for people (run time, bytes): ignored
+            i = len(s)
+        expect_end(s, i)
+        self.graph.nodes.append(Node(nid, name, op, args, kwargs, outs, region, module, recompute_of))
+
+    def output(self, s: str) -> None:
+        i = len("output")
+        while i < len(s):
+            i = expect(s, i, " " if i == len("output") else ", ")
+            if not s.startswith("v", i):
+                raise Bad(i, "expected a value reference like v12")
+            vid, i = read_int(s, i + 1, "a value id")
+            self.graph.outputs.append(vid)
+
+    def analysis(self, s: str) -> None:
+        start = len("analysis ")
+        name, i = read_word(s, start, _BARE, "an analysis name")
+        key = BY_NAME.get(name)
+        if key is None:
+            raise Bad(start, f"unknown analysis {name!r}; expected one of {', '.join(BY_NAME)}")
+        if key in self.analyses:
+            raise Bad(start, f"analysis {name!r} given twice")
+        if i < len(s):
+            i = expect(s, i, " ")
+        from acir.ir.serde import analysis_from_text
+
+        try:
+            self.analyses[key] = analysis_from_text(key, s[i:], f"analysis {name}")
+        except SerdeError as e:
+            raise Bad(i, str(e)) from None
+
+    def line(self, kind: str, s: str, phase: int) -> int:
+        """Read one line of ``kind`` at ``phase``; the phase after it."""
+        if phase == 0:  # 0 before 'acir', 1 header, 2 inputs, 3 nodes, 4 after 'output'
+            if kind != "acir":
+                raise Bad(0, "not acir text: the first line must be 'acir <schema_version> \"<producer>\"'")
+            self.acir(s)
+            return 1
+        if phase == 4:
+            if kind != "analysis":
+                raise Bad(0, "text after the 'output' line; only 'analysis' lines may follow it")
+            self.analysis(s)
+            return 4
+        if kind in _HEADER_KINDS:
+            if phase != 1:
+                raise Bad(0, f"header line '{kind}' after the graph has started; header lines come first")
+            if kind in self.have and kind in ("revision", "provenance"):
+                raise Bad(0, f"'{kind}' line given twice")
+            self.have.add(kind)
+            self.header_line(kind, s)
+            return 1
+        if kind == "analysis":
+            raise Bad(0, "'analysis' line before the 'output' line; analysis blocks come last")
+        is_node = kind[0] == "n" and kind[1:].isdigit()
+        if not (is_node or kind in ("input", "output")):
+            raise Bad(0, "'acir' line given twice" if kind == "acir" else
+                       f"unknown line kind {kind!r}; expected {_KIND_LIST}")
+        for need in ("revision", "provenance"):
+            if need not in self.have:
+                raise Bad(0, f"missing '{need}' line in the header (before the first input, node or output)")
+        if is_node:
+            self.node(s)
+            return 3
+        if kind == "output":
+            self.output(s)
+            return 4
+        if phase == 3:
+            raise Bad(0, "input line after the first node; graph inputs come first")
+        self.input(s)
+        return 2
 
 
-def read_int(s: str, i: int, what: str) -> tuple[int, int]:
-    m = _INT.match(s, i)
-    if m is None:
-        raise Bad(i, f"expected {what} (an integer)")
-    return int(m.group()), m.end()
-
-
-def read_ints(text: str, col: int, what: str) -> tuple[int, ...]:
-    try:
-        return tuple([int(x) for x in text.split(",")]) if text else ()
-    except ValueError:
-        raise Bad(col, f"bad {what} [{text}]: expected integers separated by ','") from None
-
-
-def expect_end(s: str, i: int) -> None:
-    if i != len(s):
-        raise Bad(i, f"unexpected text {s[i:i + 20]!r} at the end of the line")
-
-
-def _atom(t: str, toks: list[str], k: int):
-    """The argument that token ``t`` starts, and the index of the token after it."""
-    c = t[0]
-    if c == "v" and t[1:].isdigit():
-        return ValueRef(int(t[1:])), k
-    if c == "-" or "0" <= c <= "9":
-        if t.lstrip("-").isdigit():
-            return int(t), k
-        if t == "-":
-            raise Bad(-1, "bad number")
-        return float(t), k
-    if c == '"':
-        return read_string(t, 0)[0], k
-    if t in _CONSTS:
-        return _CONSTS[t], k
-    if t.startswith("torch."):
-        name = t[6:]
-        for names, cls in ((DTYPE_SIZE, DType), (LAYOUTS, Layout), (MEMORY_FORMATS, MemoryFormat)):
-            if name in names:
-                return cls(name), k
-        raise Bad(-1, f"unknown torch name {t!r}: not a dtype, layout or memory format")
-    if t == "device" and toks[k:k + 1] == ["("] and toks[k + 2:k + 3] == [")"] and toks[k + 1][0] == '"':
-        return Device(read_string(toks[k + 1], 0)[0]), k + 3
-    raise Bad(-1, f"unexpected {t!r} in the arguments")
-
-
-def read_call(s: str, i: int) -> tuple[list, dict, int]:
-    """The arguments after ``op(``, and the position after their ``)``.
-
-    The rest of the line is tokenised by one C-level ``findall`` (up to ``) -> `` when no
-    string comes first); lists nest by an explicit stack. Tokens cover every character,
-    so a position is the sum of the consumed tokens' lengths.
-    """
-    end, quote = s.find(") -> ", i), s.find('"', i)
-    toks = _TOKEN.findall(s, i, end + 1) if end >= 0 and not 0 <= quote < end else _TOKEN.findall(s, i)
-    toks.append("")  # end of line
-    args: list = []
-    kwargs: dict = {}
-    stack: list[list] = []
-    k, key = 0, None
-    try:
-        if toks[0] == ")":
-            return args, kwargs, i + 1
-        while True:
-            t = toks[k]
-            k += 1
-            if not stack:  # a keyword name?
-                if t[-1:] == "=" and len(t) > 1:
-                    key, t = t[:-1], toks[k]
-                    k += 1
-                elif t[:1] == '"' and toks[k] == "=":
-                    key, t = read_string(t, 0)[0], toks[k + 1]
-                    k += 2
-            if t == "[":
-                if toks[k] != "]":
-                    stack.append([])
-                    continue
-                val, k = [], k + 1
-            elif not t:
-                raise Bad(-1, "the argument list is not closed with ')'")
-            elif t[0] == "[":
-                val = [int(x) for x in t[1:-1].split(", ")]
-            else:
-                val, k = _atom(t, toks, k)
-            while True:  # place the value, then read what follows it
-                if stack:
-                    stack[-1].append(val)
-                elif key is None:
-                    if kwargs:
-                        raise Bad(-1, "positional argument after keyword arguments")
-                    args.append(val)
-                elif key in kwargs:
-                    raise Bad(-1, f"keyword argument {key!r} given twice")
-                else:
-                    kwargs[key] = val
-                    key = None
-                t = toks[k]
-                k += 1
-                if t[:1] == ",":
-                    break
-                if t == "]" and stack:
-                    val = stack.pop()
-                    continue
-                if t == ")" and not stack:
-                    return args, kwargs, i + sum(map(len, toks[:k]))
-                raise Bad(-1, f"expected ',' or '{']' if stack else ')'}'" + (f", not {t!r}" if t else ""))
-    except Bad as e:  # point at the token just read
-        e.col = i + sum(map(len, toks[:max(k - 1, 0)]))
-        raise
+def parse_text(text: str, source: str = "<text>") -> Module:
+    """Read the text form; every error is a :class:`ParseError` ``"{source}:{line}: ..."``."""
+    r = _Reader()
+    phase = 0
+    lines = text.split("\n")
+    for lineno, raw in enumerate(lines, 1):
+        s = raw.strip(" \t\r")
+        if not s or s[0] == "#":
+            continue
+        try:
+            phase = r.line(s.partition(" ")[0], s, phase)
+        except Bad as e:
+            indent = len(raw) - len(raw.lstrip(" \t\r"))
+            where = f" (column {e.col + indent + 1})" if e.col else ""
+            raise ParseError(f"{source}:{lineno}: {e.msg}{where}") from None
+    if phase == 0:
+        raise ParseError(f"{source}:1: empty input; expected an 'acir <schema_version> \"<producer>\"' line")
+    if phase != 4:
+        last = len(lines) - 1 if len(lines) > 1 and lines[-1] == "" else len(lines)
+        raise ParseError(f"{source}:{last}: missing the final 'output' line (is the text truncated?)")
+    r.graph.storages = list(r.storages.values())
+    r.graph.values = r.values
+    return Module(r.header, r.graph, r.analyses)
