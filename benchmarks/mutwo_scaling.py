@@ -96,7 +96,8 @@ def deep_resnet_artifacts(out: str) -> list[tuple[str, str]]:
 
 
 def graphs(artifacts: list[tuple[str, str]], budgets: list[str], reps: int) -> int:
-    from acir.passes.planner_base import lowest_reachable_peak, resolve_budget
+    from acir.passes.mutwo.solver import reachable_floor
+    from acir.passes.planner_base import resolve_budget
 
     import acir
     from acir.analysis.candidates import build
@@ -106,7 +107,7 @@ def graphs(artifacts: list[tuple[str, str]], budgets: list[str], reps: int) -> i
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, path in artifacts:
         p = build(acir.load(path)).problem
-        floor = lowest_reachable_peak(p)
+        floor = reachable_floor(p)
         acts = p.n_candidates
         for text in budgets:
             b = resolve_budget(text, p)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from acir.analysis.problem import Problem, evaluate, recomputable_floor
+from acir.analysis.problem import Problem, evaluate, known_floor
 from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 from acir.ir.graph import Module
 from acir.pipeline.pass_base import Pass, PassResult
@@ -31,16 +31,9 @@ class PlannerResult:
 
 
 SolveFn = Callable[[Problem, int], PlannerResult]
-
-
-def lowest_reachable_peak(p: Problem) -> int:
-    """The lowest predicted peak known to be reachable: the no-AC peak, recompute-all's, and
-    where μ-TWO's greedy stops when asked for nothing (recompute-all is not always lowest:
-    its cascades of recomputations can spike above the no-AC peak)."""
-    from acir.passes.mutwo.solver import solve
-
-    probe = solve(p, 0, refine=False)
-    return min(p.no_ac_peak, recomputable_floor(p), probe.evaluation.peak)
+#: The smallest peak a planner knows to be reachable on a problem (recorded in the plan, and
+#: stated when a budget is below it); each planner pass passes its own.
+FloorFn = Callable[[Problem], int]
 
 
 def resolve_budget(text: str, problem: Problem, no_ac_peak: int = 0) -> int:
@@ -51,9 +44,10 @@ def resolve_budget(text: str, problem: Problem, no_ac_peak: int = 0) -> int:
     return parse_budget(text).resolve(problem.persistent, no_ac_peak or problem.no_ac_peak)
 
 
-def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
+def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, floor: FloorFn = known_floor,
                 require_budget: bool = True) -> PassResult:
-    """Plan ``module`` with ``solve`` and write the ``plan`` analysis block."""
+    """Plan ``module`` with ``solve`` and write the ``plan`` analysis block; ``floor`` gives the
+    smallest reachable peak the plan records and an infeasible budget's error states."""
     from acir.analysis.candidates import build
     from acir.errors import InfeasibleBudget, PassFailed
     from acir.ir import analyses
@@ -63,13 +57,13 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
     if not budget_text and require_budget:
         raise PassFailed(f"{pass_.name} needs a budget, e.g. {pass_.name}{{budget=60%}} or {pass_.name}{{budget=3GiB}}")
     budget = resolve_budget(budget_text, p, cands.no_ac_peak) if budget_text else None
-    floor = lowest_reachable_peak(p)
+    floor_bytes = floor(p)
     t0 = time.perf_counter()
     result = solve(p, budget if budget is not None else p.no_ac_peak)
     solve_s = time.perf_counter() - t0
     ev = evaluate(p, result.chosen)
     if budget is not None and require_budget and (not result.feasible or ev.peak > budget):
-        raise InfeasibleBudget(budget, min(floor, ev.peak), pass_.name)
+        raise InfeasibleBudget(budget, min(floor_bytes, ev.peak), pass_.name)
     chosen = set(result.chosen)
     tensors = []
     for i, sid in enumerate(cands.storages):
@@ -82,7 +76,8 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn,
     module.analyses[PLAN] = analyses.Plan(
         revision=module.header.revision, planner=pass_.spec(), budget_bytes=budget if budget is not None else ev.peak,
         predicted_peak_bytes=ev.peak, predicted_recompute_s=ev.recompute_s, solve_s=solve_s,
-        no_ac_peak_bytes=cands.no_ac_peak or p.no_ac_peak, floor_bytes=floor, tensors=tensors, optimality_gap=result.optimality_gap)
+        no_ac_peak_bytes=cands.no_ac_peak or p.no_ac_peak, floor_bytes=floor_bytes, tensors=tensors,
+        optimality_gap=result.optimality_gap)
     extra = {"loss_heads_fused": cands.fused.total} if cands.fused.total else {}
     return PassResult(False, {**extra, "recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
                               "predicted_recompute_s": round(ev.recompute_s, 6), "solve_s": round(solve_s, 4)})

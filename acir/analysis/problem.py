@@ -140,3 +140,10 @@ def evaluate(p: Problem, chosen: Iterable[int]) -> Evaluation:
 def recomputable_floor(p: Problem) -> int:
     """The peak with every allowed candidate recomputed: the lowest the heuristics aim for."""
     return evaluate(p, [i for i in range(p.n_candidates) if p.allowed[i]]).peak
+
+
+def known_floor(p: Problem) -> int:
+    """The lower of the no-AC peak and recompute-all's (recompute-all is not always lower: its
+    cascades of recomputations can spike above the no-AC peak). A planner that searches can
+    know a lower one (μ-TWO's :func:`~acir.passes.mutwo.solver.reachable_floor`)."""
+    return min(p.no_ac_peak, recomputable_floor(p))

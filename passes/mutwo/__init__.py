@@ -46,6 +46,7 @@ class MuTwo(Pass):
         "help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
 
     def run(self, module: Module) -> PassResult:
+        from acir.passes.mutwo.solver import reachable_floor
         from acir.passes.planner_base import run_planner
 
-        return run_planner(module, self, self.budget, _solve)
+        return run_planner(module, self, self.budget, _solve, reachable_floor)

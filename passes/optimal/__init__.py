@@ -60,9 +60,10 @@ class Optimal(Pass):
     time_limit: float = field(default=30.0, metadata={"help": "seconds for the solver; the best plan so far is kept"})
 
     def run(self, module: Module) -> PassResult:
+        from acir.passes.mutwo.solver import reachable_floor  # the warm start's planner knows it
         from acir.passes.planner_base import run_planner
 
-        return run_planner(module, self, self.budget, self._solve)
+        return run_planner(module, self, self.budget, self._solve, reachable_floor)
 
     def _solve(self, problem: Problem, budget: int):
         from acir.passes.optimal.solver import solve
