@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from acir.analysis.loss_head import FusionStats, fused_view
 from acir.analysis.problem import Problem
-from acir.ir.analyses import LIVENESS, PROFILE, require
+from acir.ir.analyses import LIVENESS, PROFILE, StorageLife, require
 from acir.ir.graph import Graph, Module, Region, arg_refs
 from acir.ir.ops import functional_variant, is_random, mutated_args, written_args
 from acir.ir.rng import STATE_OP, linked_states
@@ -72,6 +72,100 @@ def _node_reason(op: str, writes_ok: bool, replayable: bool = False) -> str:
     return ""
 
 
+@dataclass
+class _GraphIndex:
+    """What every candidate's walk reads from the graph, computed once per :func:`build`."""
+
+    graph: Graph
+    lives: dict[int, StorageLife]       # storage -> its lifetime
+    nbytes: dict[int, int]              # storage -> bytes
+    storage_of: dict[int, int]          # value -> storage
+    input_storages: set[int]
+    output_storages: set[int]
+    writers: dict[int, list[int]]       # storage -> forward ranks that output into it
+    mutations: dict[int, list[int]]     # storage -> ranks that write into it in place (ascending)
+    rng_states: dict[int, int]          # random op rank -> its saved state's storage
+    index: dict[int, int]               # activation storage -> candidate index
+
+    @classmethod
+    def of(cls, g: Graph, lives: list[StorageLife]) -> _GraphIndex:
+        storage_of = {vid: v.storage for vid, v in g.values.items()}
+        input_storages = {g.values[i.value].storage for i in g.inputs}
+        writers: dict[int, list[int]] = {}
+        for r, node in enumerate(g.nodes):
+            if node.region is not Region.FORWARD:
+                break
+            for vid in node.output_ids():
+                sid = storage_of[vid]
+                if sid not in input_storages:
+                    w = writers.setdefault(sid, [])
+                    if not w or w[-1] != r:
+                        w.append(r)
+        acts = [life.storage for life in lives if life.activation]
+        return cls(g, {life.storage: life for life in lives}, {s.id: s.nbytes for s in g.storages}, storage_of,
+                   input_storages, {g.values[v].storage for v in g.outputs}, writers, _mutation_ranks(g),
+                   {r: storage_of[v] for r, v in linked_states(g).items()}, {sid: k for k, sid in enumerate(acts)})
+
+
+@dataclass
+class _Candidate:
+    """One activation as the planners see it (one entry of each of :class:`Problem`'s arrays)."""
+
+    size: int
+    lo: int
+    hi: int
+    time: float
+    temp: int
+    srcs: tuple[int, ...]
+    reason: str
+    chain: tuple[int, ...]
+
+
+def _candidate(ix: _GraphIndex, sid: int, run_s: dict[int, float]) -> _Candidate:
+    """Walk back from activation ``sid`` through the forward nodes that wrote it: its chain (the
+    ranks a replay runs), its sources (activations it reads), the bytes of the dead
+    intermediates it rebuilds, and the reason it must be kept, if any."""
+    life = ix.lives[sid]
+    nodes = ix.graph.nodes
+    reason = ""
+    chain: set[int] = set()
+    src: set[int] = set()
+    temp = 0
+    todo = [sid]
+    seen = {sid}
+    while todo and not reason:
+        t = todo.pop()
+        for r in (r for r in ix.writers.get(t, ()) if r < life.first_bw_use):
+            chain.add(r)
+            node = nodes[r]
+            state = ix.rng_states.get(r)
+            replayable = state is not None and ix.lives[state].last_use >= life.first_bw_use
+            reason = (reason or _node_reason(node.op, writes_ok=True, replayable=replayable)
+                      or _writes_elsewhere(node, t, ix.storage_of)
+                      or _stale_read(ix, node, r, life.first_bw_use, t))
+            for vid in node.output_ids():
+                o = ix.storage_of[vid]
+                if o != sid and o not in seen and o not in ix.index:
+                    temp += ix.nbytes.get(o, 0)
+            for vid in node.input_ids():
+                d = ix.storage_of[vid]
+                if d == t or d in ix.input_storages or d in seen:
+                    continue
+                seen.add(d)
+                if d in ix.index:
+                    src.add(ix.index[d])
+                else:
+                    temp += ix.nbytes.get(d, 0)
+                    todo.append(d)
+    if not reason and sid in ix.output_storages:
+        reason = "a step output"
+    start = max(life.last_fw_use, life.defined) + 1
+    if not reason and start >= life.first_bw_use:
+        reason = "no idle window"
+    return _Candidate(ix.nbytes.get(sid, 0), start, life.first_bw_use, sum(run_s.get(nodes[r].id, 0.0) for r in chain),
+                      temp, tuple(sorted(src)), reason, tuple(sorted(chain)))
+
+
 def build(module: Module) -> Candidates:
     """The candidates of ``module`` (needs fresh ``profile`` and ``liveness`` analyses), planned
     on the module's graph with its loss heads fused in place (:mod:`acir.analysis.loss_head`), as the
@@ -83,81 +177,17 @@ def build(module: Module) -> Candidates:
     liveness = require(module, LIVENESS, "planning", fix)
     run_s = profile.run_s()
     g, fused = fused_view(module.graph)
-    storage_list = liveness.storages if g is module.graph else storage_lives(g, run_s)
-    nodes = g.nodes
-    lives = {life.storage: life for life in storage_list}
-    timeline = simulate(g, storage_list)
-    nbytes = {s.id: s.nbytes for s in g.storages}
-    input_storages = {g.values[i.value].storage for i in g.inputs}
-    output_storages = {g.values[v].storage for v in g.outputs}
-    storage_of = {vid: v.storage for vid, v in g.values.items()}
-    writers: dict[int, list[int]] = {}   # storage -> forward ranks that output into it
-    for r, node in enumerate(nodes):
-        if node.region is not Region.FORWARD:
-            break
-        for vid in node.output_ids():
-            sid = storage_of[vid]
-            if sid not in input_storages:
-                w = writers.setdefault(sid, [])
-                if not w or w[-1] != r:
-                    w.append(r)
-    mutations = _mutation_ranks(g)
-    rng_states = {r: storage_of[v] for r, v in linked_states(g).items()}  # random op rank -> its state's storage
-    acts = [life.storage for life in storage_list if life.activation]
-    index = {sid: k for k, sid in enumerate(acts)}
-
-    sizes, lo, hi, times, temps, srcs, allowed, reasons, chains = [], [], [], [], [], [], [], [], []
-    for sid in acts:
-        life = lives[sid]
-        reason = ""
-        chain: set[int] = set()
-        src: set[int] = set()
-        temp = 0
-        todo = [sid]
-        seen = {sid}
-        while todo and not reason:
-            t = todo.pop()
-            ranks = [r for r in writers.get(t, ()) if r < life.first_bw_use]
-            for r in ranks:
-                chain.add(r)
-                node = nodes[r]
-                state = rng_states.get(r)
-                replayable = state is not None and lives[state].last_use >= life.first_bw_use
-                reason = reason or _node_reason(node.op, writes_ok=True, replayable=replayable)
-                reason = reason or _writes_elsewhere(node, t, storage_of)
-                reason = reason or _stale_read(node, r, life.first_bw_use, t, index, input_storages,
-                                               storage_of, mutations, nodes)
-                for vid in node.output_ids():
-                    o = storage_of[vid]
-                    if o != sid and o not in seen and o not in index:
-                        temp += nbytes.get(o, 0)
-                for vid in node.input_ids():
-                    d = storage_of[vid]
-                    if d == t or d in input_storages or d in seen:
-                        continue
-                    seen.add(d)
-                    if d in index:
-                        src.add(index[d])
-                    else:
-                        temp += nbytes.get(d, 0)
-                        todo.append(d)
-        if not reason and sid in output_storages:
-            reason = "a step output"
-        start = max(life.last_fw_use, life.defined) + 1
-        if not reason and start >= life.first_bw_use:
-            reason = "no idle window"
-        sizes.append(nbytes.get(sid, 0))
-        lo.append(start)
-        hi.append(life.first_bw_use)
-        times.append(sum(run_s.get(nodes[r].id, 0.0) for r in chain))
-        temps.append(temp)
-        srcs.append(tuple(sorted(src)))
-        allowed.append(not reason)
-        reasons.append(reason)
-        chains.append(tuple(sorted(chain)))
-    problem = Problem(tuple(timeline.live), tuple(timeline.after), timeline.persistent_bytes, tuple(sizes),
-                      tuple(lo), tuple(hi), tuple(times), tuple(temps), tuple(srcs), tuple(allowed))
-    return Candidates(problem, tuple(acts), tuple(reasons), tuple(chains), g, liveness.simulated_peak_bytes, fused)
+    lives = liveness.storages if g is module.graph else storage_lives(g, run_s)
+    timeline = simulate(g, lives)
+    ix = _GraphIndex.of(g, lives)
+    acts = list(ix.index)
+    cs = [_candidate(ix, sid, run_s) for sid in acts]
+    problem = Problem(tuple(timeline.live), tuple(timeline.after), timeline.persistent_bytes,
+                      tuple(c.size for c in cs), tuple(c.lo for c in cs), tuple(c.hi for c in cs),
+                      tuple(c.time for c in cs), tuple(c.temp for c in cs), tuple(c.srcs for c in cs),
+                      tuple(not c.reason for c in cs))
+    return Candidates(problem, tuple(acts), tuple(c.reason for c in cs), tuple(c.chain for c in cs), g,
+                      liveness.simulated_peak_bytes, fused)
 
 
 def _mutation_ranks(g: Graph) -> dict[int, list[int]]:
@@ -190,8 +220,7 @@ def _writes_elsewhere(node, rebuilt: int, storage_of: dict[int, int]) -> str:
     return ""
 
 
-def _stale_read(node, rank: int, until: int, rebuilt: int, index: dict[int, int], input_storages: set[int],
-                storage_of: dict[int, int], mutations: dict[int, list[int]], nodes) -> str:
+def _stale_read(ix: _GraphIndex, node, rank: int, until: int, rebuilt: int) -> str:
     """Does ``node`` (replayed before rank ``until``) read a source or graph input that is
     updated in place after it ran in the forward, so that a replay would see new data?"""
     skip = set(BATCH_NORMS.get(node.op, ()))
@@ -207,15 +236,15 @@ def _stale_read(node, rank: int, until: int, rebuilt: int, index: dict[int, int]
     else:
         refs = node.input_ids()
     for vid in refs:
-        d = storage_of[vid]
-        if d == rebuilt or (d not in index and d not in input_storages):
+        d = ix.storage_of[vid]
+        if d == rebuilt or (d not in ix.index and d not in ix.input_storages):
             continue  # rebuilt by the replay itself (it replays every forward writer in order)
-        ranks = mutations.get(d)
+        ranks = ix.mutations.get(d)
         if not ranks:
             continue
         k = bisect.bisect_right(ranks, rank)
         if k < len(ranks) and ranks[k] < until:
-            w = nodes[ranks[k]]
+            w = ix.graph.nodes[ranks[k]]
             return f"reads a tensor that {w.name} ({w.op}) updates in place before the recomputation"
     return ""
 
