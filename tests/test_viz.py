@@ -32,8 +32,9 @@ from acir.ir.analyses import (
 )
 from acir.ir.artifact import encode, write_path
 from acir.ir.graph import Module, Region, ValueRef
-from acir.viz.dot import homes, select, to_dot
+from acir.viz.dot import DotOptions, to_dot
 from acir.viz.memory import predicted_ac
+from acir.viz.select import homes, select
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "viz_small.dot"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
@@ -185,7 +186,7 @@ def test_homes():
 
 def test_collapse_depth_folds_modules_with_totals():
     m = planned()
-    dot = to_dot(m, m.graph.nodes, collapse_depth=1)
+    dot = to_dot(m, m.graph.nodes, DotOptions(collapse_depth=1))
     assert not re.search(r"^\s*n\d+ \[", dot, re.M)  # every node is in a folded box
     fw = [x for x in dot.splitlines() if 'label="encoder\\nforward, 4 nodes' in x]
     assert len(fw) == 1 and "+128 B" in fw[0] and "10.00 ms" in fw[0]  # einsum 32, bn 64 (3 outputs), relu 32
@@ -207,7 +208,7 @@ def test_no_clusters_and_inputs(capsys, artifact):
 def test_dot_of_11k_nodes():  # how fast: a benchmark's business, not a test's (no timed tests)
     m = big_module(2200)  # 11002 nodes, like resnet152's whole step
     text = to_dot(m, select(m))
-    folded = to_dot(m, select(m), collapse_depth=2)
+    folded = to_dot(m, select(m), DotOptions(collapse_depth=2))
     assert text.count(" [label=") > 11000 and folded.count("box3d") > 2000
 
 

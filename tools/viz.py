@@ -1,9 +1,10 @@
 """``acir-viz``: look at a step - its graph, its memory with and without AC, the planners' curve.
 
-A thin wrapper over :mod:`acir.viz.dot` (graph -> DOT), :mod:`acir.viz.memory` (the memory
-timeline) and :mod:`acir.viz.common` (rendering, the Pareto picture). Every option is checked
-before the input is read; a bad option - even one only the artifact can refute, such as a
-module path with no nodes - exits 2 with ``acir-viz: error: ...``, as argparse does.
+A thin wrapper over :mod:`acir.viz.select` (which nodes to draw), :mod:`acir.viz.dot` (graph
+-> DOT), :mod:`acir.viz.memory` (the memory timeline) and :mod:`acir.viz.common` (rendering,
+the Pareto picture). Every option is checked before the input is read; a bad option - even
+one only the artifact can refute, such as a module path with no nodes - exits 2 with
+``acir-viz: error: ...``, as argparse does.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ id: 123 or n123) keeps those within --depth edges of it (default 2). With --coll
 N each region's nodes fold into one box per module path cut to N parts (layer3.2.conv1 ->
 layer3.2 at N=2). Without --region, more than 200 optimizer updates are folded per module
 (two path parts) so that the forward and backward stay readable; --region optimizer, or
---region forward,backward,optimizer, draws them node by node. Nodes outside any module are placed (and selected, and folded) with
-what they work on: an optimizer op with the parameter it updates, a view or alias with the
-node it reads; the rest are one <top> box per region. Rendering needs Graphviz's `dot`
-(apt-get install -y graphviz, or brew install graphviz); .dot does not."""
+--region forward,backward,optimizer, draws them node by node. Nodes outside any module are
+placed (and selected, and folded) with what they work on: an optimizer op with the parameter
+it updates, a view or alias with the node it reads; the rest are one <top> box per region.
+Rendering needs Graphviz's `dot` (apt-get install -y graphviz, or brew install graphviz);
+.dot does not."""
 
 
 def _non_negative(text: str) -> int:
@@ -208,7 +210,8 @@ FOLD_OPTIMIZER = 200   # more optimizer nodes than this, with no --region: fold 
 def _graph(args: argparse.Namespace, fmt: str | None) -> None:
     from acir.ir.graph import Region
     from acir.viz.common import render, write_text
-    from acir.viz.dot import describe_selection, select, to_dot
+    from acir.viz.dot import DotOptions, to_dot
+    from acir.viz.select import describe_selection, select
 
     module = _read_module(args.file)
     region = [Region[r.upper()] for r in args.region] if args.region else None
@@ -228,7 +231,9 @@ def _graph(args: argparse.Namespace, fmt: str | None) -> None:
     if region is None and args.collapse_depth is None and n_opt > FOLD_OPTIMIZER and n_opt < len(nodes):
         fold = {Region.OPTIMIZER: 2}
         title += ", optimizer folded per module"
-    text = to_dot(module, nodes, args.collapse_depth, not args.no_clusters, args.inputs, title, fold=fold)
+    options = DotOptions(collapse_depth=args.collapse_depth, clusters=not args.no_clusters, show_inputs=args.inputs,
+                         title=title, fold=fold)
+    text = to_dot(module, nodes, options)
     if fmt in (None, "dot"):
         write_text(text, args.output)
         if fmt == "dot":

@@ -11,38 +11,38 @@ with a ``plan`` block, the node that creates an activation the plan recomputes h
 thick dashed red frame, one the plan keeps a thick dark blue one (with the reason when it
 must be kept). An edge carries the bytes of the values one box passes to the other.
 
-Large graphs stay readable because the picture is of a *selection* (:func:`select`: a
-region, an ``nn.Module`` path prefix, the neighbourhood of a node), grouped in clusters
-by region and module path, and optionally *folded* (``collapse_depth``): every module at
-that depth becomes one box with its totals (nodes, new bytes, run time, plan counts). With
-both the forward and the backward drawn, the backward runs bottom-up beside the forward (a
-V; the optimizer a third column), so that a saved activation is a short edge across, and
-invisible edges keep boxes and sibling clusters in graph order; both are what lets dot lay
-out resnet152's forward (980 nodes) in about two seconds rather than minutes of
-staircased clusters. Nodes outside any module are placed with what they work on
-(:func:`homes`).
+Large graphs stay readable because the picture is of a *selection*
+(:func:`acir.viz.select.select`: a region, an ``nn.Module`` path prefix, the neighbourhood
+of a node), grouped in clusters by region and module path, and optionally *folded*
+(:attr:`DotOptions.collapse_depth`): every module at that depth becomes one box with its
+totals (nodes, new bytes, run time, plan counts). With both the forward and the backward
+drawn, the backward runs bottom-up beside the forward (a V; the optimizer a third column),
+so that a saved activation is a short edge across, and invisible edges keep boxes and
+sibling clusters in graph order; both are what lets dot lay out resnet152's forward (980
+nodes) in about two seconds rather than minutes of staircased clusters. Nodes outside any
+module are placed with what they work on (:func:`acir.viz.select.homes`).
 
+:func:`to_dot` is those steps in order: the boxes (:func:`_boxes`), the edges between them
+(:func:`_edges`), the V (:class:`_Layout`), the invisible edges that keep graph order
+(:func:`_anchors`, :func:`_clustered`), then the text (:func:`_header`, :func:`_legend`).
 The text is deterministic (ids by graph order, clusters by first appearance), so a small
 graph's DOT is a golden file in the tests.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from acir.errors import VizUsageError
 from acir.ir.analyses import PLAN, PROFILE, Decision, Plan, Profile
-from acir.ir.graph import Graph, InputKind, Module, Node, Region, Role
+from acir.ir.graph import Graph, Module, Node, Region, Role
 from acir.units import format_bytes, human_time
 from acir.viz.plots import ROLE_COLOURS
+from acir.viz.select import homes
 
-__all__ = ["DEFAULT_DEPTH", "REGION_FILL", "describe_selection", "find_node", "homes", "select", "to_dot"]
-
-#: Hops around ``--around NODE`` when ``--depth`` is not given.
-DEFAULT_DEPTH = 2
+__all__ = ["REGION_FILL", "DotOptions", "to_dot"]
 
 REGION_FILL = {Region.FORWARD: "#dbe8f7", Region.BACKWARD: "#fbe3d0", Region.OPTIMIZER: "#e3f1dc"}
 REGION_LINE = {Region.FORWARD: "#4c72b0", Region.BACKWARD: "#dd8452", Region.OPTIMIZER: "#55a868"}
@@ -52,142 +52,33 @@ RECOMPUTE_LINE, KEEP_LINE = "#c44e52", "#2f4b7c"
 _SUFFIX = re.compile(r"_\d+$")
 
 
-# ---------------------------------------------------------------------------
-# Selection
+@dataclass(frozen=True)
+class DotOptions:
+    """How :func:`to_dot` draws a selection (what is drawn is the selection's business).
 
-
-def find_node(graph: Graph, key: str) -> Node:
-    """The node named ``key``, or with id ``key`` (``123`` or ``n123``, as in the text form)."""
-    for n in graph.nodes:
-        if n.name == key:
-            return n
-    m = re.fullmatch(r"n?(\d+)", key)
-    if m:
-        nid = int(m.group(1))
-        for n in graph.nodes:
-            if n.id == nid:
-                return n
-    close = difflib.get_close_matches(key, [n.name for n in graph.nodes], n=4)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (give a node name, or its id: 123 or n123)"
-    raise VizUsageError(f"no node named or numbered {key!r} in the graph{hint}")
-
-
-def homes(graph: Graph) -> dict[int, str]:
-    """Node id -> the module path it is drawn (and selected, and folded) under.
-
-    Its own, when it has one. A node outside any module goes with what it works on: an
-    optimizer op with the module of the parameter (or its state: ``fc.weight:exp_avg`` ->
-    ``fc``) it reads, else with the node that made its first input; elsewhere, a node
-    that creates no storage (a view or an alias: autograd's aliases of the gradients, the
-    view before the classifier) with the node that made its first input, in the same
-    region. Without that the backward's hundreds of gradient aliases and the optimizer's
-    thousands of ops would each be one ``<top>`` box tied to everything.
+    The defaults draw every node as its own box, clustered, with a legend and the default
+    title. Folding (``collapse_depth``, ``fold``) cuts a node's module path (as
+    :func:`~acir.viz.select.homes` gives it) to its first N components - ``layer3.2.conv1``
+    -> ``layer3.2`` at N=2; a shorter path is its own box, and nodes with none are one
+    ``<top>`` box per region - and draws one box per region and cut path, with its totals.
     """
-    storage_of = {vid: v.storage for vid, v in graph.values.items()}
-    seen = {storage_of[i.value] for i in graph.inputs if i.value in storage_of}
-    owned = (InputKind.PARAMETER, InputKind.OPTIMIZER_STATE, InputKind.MODULE_BUFFER)
-    input_module = {i.value: i.name.split(":")[0].rpartition(".")[0] for i in graph.inputs if i.kind in owned}
-    producers: dict[int, Node] = {}
-    out: dict[int, str] = {}
-    for n in graph.nodes:
-        outs = [storage_of.get(v) for v in n.output_ids()]
-        new = any(s is not None and s not in seen for s in outs)
-        seen.update(s for s in outs if s is not None)
-        home = n.module
-        ins = n.input_ids()
-        if not home and n.region is Region.OPTIMIZER:
-            home = next((input_module[v] for v in ins if v in input_module), "")
-        if not home and (not new or n.region is Region.OPTIMIZER) and ins:
-            p = producers.get(ins[0])
-            if p is not None and p.region is n.region:
-                home = out[p.id]
-        out[n.id] = home
-        for v in n.output_ids():
-            producers[v] = n
-    return out
 
+    collapse_depth: int | None = None  # fold every region's nodes at this depth (1 or more); None: a box per node
+    clusters: bool = True              # frame the boxes by region (when several) and module path
+    show_inputs: bool = False          # also draw the graph inputs and the outside values the selection reads
+    title: str | None = None           # the picture's label; None: model, batch size and nodes drawn of all
+    legend: bool = True                # a key to the fill and frame colours present
+    # fold only these regions, each at its depth (the optimizer's thousands of element-wise
+    # updates, say, while the rest is drawn node by node); collapse_depth, when given, wins
+    fold: Mapping[Region, int] | None = None
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".")
+    def __post_init__(self) -> None:
+        if self.collapse_depth is not None and self.collapse_depth < 1:
+            raise VizUsageError(f"--collapse-depth must be 1 or more, not {self.collapse_depth}")
 
-
-def _regions_text(regions: frozenset[Region]) -> str:
-    return " or ".join(r.name.lower() for r in Region if r in regions)
-
-
-def _module_error(graph: Graph, prefix: str, regions: frozenset[Region] | None) -> VizUsageError:
-    home = homes(graph)
-    paths = {home[n.id] for n in graph.nodes if home[n.id] and (regions is None or n.region in regions)}
-    prefixes = set()
-    for p in paths:
-        parts = p.split(".")
-        prefixes.update(".".join(parts[:k]) for k in range(1, len(parts) + 1))
-    close = difflib.get_close_matches(prefix, sorted(prefixes), n=4)
-    where = f"no {_regions_text(regions)} node" if regions is not None else "no node"
-    tops = list(dict.fromkeys(p.split(".")[0] for p in sorted(paths, key=lambda q: q.split(".")[0])))
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    shown = ", ".join(tops[:12]) + (", ..." if len(tops) > 12 else "")
-    return VizUsageError(f"{where} has module path {prefix!r} or one under it{hint} "
-                         f"(top-level module paths: {shown or 'none'})")
-
-
-def select(module: Module, region: Region | Iterable[Region] | None = None, module_path: str | None = None,
-           around: str | None = None, depth: int | None = None) -> list[Node]:
-    """The nodes to draw, in graph order.
-
-    ``region`` (one, or several) and ``module_path`` (an ``nn.Module`` path prefix: ``layer3.2`` takes
-    ``layer3.2`` and ``layer3.2.conv1``, not ``layer3.20``) filter the nodes; ``around``
-    (a node name or id) then keeps those within ``depth`` edges of it, in either
-    direction, through the filtered nodes only (networkx's shortest paths).
-    """
-    g = module.graph
-    regions = None if region is None else frozenset([region] if isinstance(region, Region) else region)
-    nodes = [n for n in g.nodes if regions is None or n.region in regions]
-    if module_path is not None:
-        home = homes(g)
-        nodes = [n for n in nodes if _under(home[n.id], module_path)]
-        if not nodes:
-            raise _module_error(g, module_path, regions)
-    if not nodes:
-        raise VizUsageError(f"the graph has no {_regions_text(regions)} nodes" if regions is not None
-                            else "the graph has no nodes")
-    if depth is not None and around is None:
-        raise VizUsageError("--depth needs --around NODE")
-    if around is None:
-        return nodes
-    depth = DEFAULT_DEPTH if depth is None else depth
-    if depth < 0:
-        raise VizUsageError(f"--depth must be 0 or more, not {depth}")
-    centre = find_node(g, around)
-    ids = {n.id for n in nodes}
-    if centre.id not in ids:
-        raise VizUsageError(f"node {centre.name} (n{centre.id}, {centre.region.name.lower()}, module "
-                            f"{centre.module or '<top>'}) is not among the nodes --region/--module select")
-    import networkx as nx
-
-    ug = nx.Graph()
-    ug.add_nodes_from(ids)
-    producers = g.producers()
-    for n in nodes:
-        for vid in n.input_ids():
-            p = producers.get(vid)
-            if p is not None and p.id in ids and p.id != n.id:
-                ug.add_edge(p.id, n.id)
-    near = nx.single_source_shortest_path_length(ug, centre.id, cutoff=depth)
-    return [n for n in nodes if n.id in near]
-
-
-def describe_selection(region: Region | Iterable[Region] | None, module_path: str | None, around: str | None,
-                       depth: int | None) -> str:
-    parts = []
-    if region is not None:
-        regions = [region] if isinstance(region, Region) else list(region)
-        parts.append(" and ".join(r.name.lower() for r in Region if r in regions))
-    if module_path is not None:
-        parts.append(f"module {module_path}")
-    if around is not None:
-        parts.append(f"around {around} (depth {DEFAULT_DEPTH if depth is None else depth})")
-    return ", ".join(parts) or "whole step"
+    def depth(self, region: Region) -> int | None:
+        """The depth the nodes of ``region`` are folded at; None: not folded."""
+        return self.collapse_depth if self.collapse_depth is not None else (self.fold or {}).get(region)
 
 
 # ---------------------------------------------------------------------------
@@ -328,51 +219,21 @@ def _fold_items(info: _Info, groups: dict[tuple[Region, str, bool], list[Node]])
     return out
 
 
-# ---------------------------------------------------------------------------
-# DOT text
+@dataclass
+class _Boxes:
+    """The boxes of a selection, in graph order of their first node, and the box of each node."""
+
+    items: list[_Item]
+    of: dict[int, _Item]  # node id -> its box
 
 
-def _attrs(d: dict[str, str]) -> str:
-    return ", ".join(f"{k}={_q(v)}" for k, v in d.items())
-
-
-def _legend(regions: list[Region], roles: list[Role], copies: bool, plan: bool) -> str:
-    rows = [f'<tr><td bgcolor="{REGION_FILL[r]}">{r.name.lower()}</td></tr>' for r in regions]
-    rows += [f'<tr><td border="2" color="{ROLE_COLOURS[r]}">{r.name.lower()} output</td></tr>' for r in roles]
-    if copies:
-        rows.append(f'<tr><td bgcolor="{COPY_FILL}" border="2" color="{COPY_LINE}">recompute copy</td></tr>')
-    if plan:
-        rows.append(f'<tr><td border="3" color="{RECOMPUTE_LINE}">plan: recompute</td></tr>')
-        rows.append(f'<tr><td border="3" color="{KEEP_LINE}">plan: keep</td></tr>')
-    return ('  legend [shape=plaintext, style="", label=<<table border="0" cellspacing="2" cellborder="1">'
-            + "".join(rows) + "</table>>];\n")
-
-
-def to_dot(module: Module, nodes: list[Node], collapse_depth: int | None = None, clusters: bool = True,
-           show_inputs: bool = False, title: str | None = None, legend: bool = True,
-           fold: dict[Region, int] | None = None) -> str:
-    """DOT text for ``nodes`` (a selection of ``module``'s graph, in graph order).
-
-    ``collapse_depth`` N folds the nodes into one box per region and module path cut to
-    its first N components (``layer3.2.conv1`` -> ``layer3.2`` at N=2; a shorter path is
-    its own box; paths as :func:`homes` gives them, and nodes with none are one ``<top>``
-    box per region); ``clusters`` groups boxes by region and module path; ``show_inputs``
-    also draws the graph inputs and the values from outside the selection that it reads;
-    ``fold`` folds only the nodes of the given regions, at the given depth (the optimizer's
-    thousands of element-wise updates, say, while the rest is drawn node by node).
-    """
-    if collapse_depth is not None and collapse_depth < 1:
-        raise VizUsageError(f"--collapse-depth must be 1 or more, not {collapse_depth}")
-    g = module.graph
-    info = _info(module)
-    home = homes(g)
-    item_of: dict[int, _Item] = {}   # node id -> its box
-    items: list[_Item] = []
+def _boxes(g: Graph, info: _Info, home: dict[int, str], nodes: list[Node], options: DotOptions) -> _Boxes:
+    """A box per node, except in a folded region: there one per module path cut to the depth."""
     groups: dict[tuple[Region, str, bool], list[Node]] = {}
-    order: list[object] = []          # node or group key, in graph order of first member
+    order: list[object] = []  # node or group key, in graph order of first member
     for n in nodes:
         parts = home[n.id].split(".") if home[n.id] else []
-        depth = collapse_depth if collapse_depth is not None else (fold or {}).get(n.region)
+        depth = options.depth(n.region)
         if depth is not None:
             # a module's recompute copies are a box of their own: folded with its gradients,
             # they would tie the boxes in cycles (copies feed the backward of the module below)
@@ -384,119 +245,16 @@ def to_dot(module: Module, nodes: list[Node], collapse_depth: int | None = None,
         else:
             order.append(n)
     folded = _fold_items(info, groups)
+    boxes = _Boxes([], {})
     for x in order:
         if isinstance(x, Node):
-            it = _node_item(g, info, x, home[x.id])
-            item_of[x.id] = it
+            it = boxes.of[x.id] = _node_item(g, info, x, home[x.id])
         else:
             it = folded[x]
             for n in groups[x]:
-                item_of[n.id] = it
-        items.append(it)
-
-    # edges: one per pair of boxes, labelled with the bytes of the distinct values passed
-    producers = g.producers()
-    inputs = {i.value: i for i in g.inputs}
-    edges: dict[tuple[str, str], dict[int, None]] = {}
-    outside: dict[int, _Item] = {}
-    for n in nodes:
-        dst = item_of[n.id]
-        for vid in dict.fromkeys(n.input_ids()):
-            p = producers.get(vid)
-            if p is not None and p.id in item_of:
-                src = item_of[p.id]
-            elif show_inputs:
-                src = outside.get(vid)
-                if src is None:
-                    src = outside[vid] = _outside_item(g, vid, inputs.get(vid), p)
-            else:
-                continue
-            if src is not dst:
-                edges.setdefault((src.key, dst.key), {})[vid] = None
-    # With both the forward and the backward drawn, the backward runs bottom-up beside the
-    # forward (edges inside it are reversed, drawn with dir=back) and edges between regions
-    # do not constrain ranks: a V, the classic picture of a training step, in which a saved
-    # activation is a short edge across rather than one spanning the graph (which also keeps
-    # dot fast: long edges are what make its crossing minimisation slow). The optimizer is a
-    # third column, bottom-up too when interleaved into the backward.
-    region_of = {it.key: it.region for it in items}
-    region_of.update((it.key, it.region) for it in outside.values())
-    v_shape = Region.FORWARD in region_of.values() and Region.BACKWARD in region_of.values()
-    flipped = {Region.BACKWARD}
-    ranks = {r: [k for k, x in enumerate(g.nodes) if x.region is r] for r in (Region.BACKWARD, Region.OPTIMIZER)}
-    if ranks[Region.OPTIMIZER] and ranks[Region.BACKWARD] and ranks[Region.OPTIMIZER][0] < ranks[Region.BACKWARD][-1]:
-        flipped.add(Region.OPTIMIZER)  # interleaved: each update runs right after its block's backward
-
-    def kind(a: str, b: str) -> str:
-        ra, rb = region_of[a], region_of[b]
-        if not v_shape:
-            return ""
-        if ra is rb and ra in flipped:
-            return "flip"
-        return "loose" if ra is not rb else ""
-
-    def line(a: str, b: str, attrs: list[str], invisible: bool = False) -> str:
-        k = kind(a, b)
-        if k == "flip":
-            return f"  {b} -> {a} [{', '.join(attrs + ['dir=back'])}];\n"
-        if k == "loose":
-            if invisible:
-                return ""
-            if "constraint=false" not in attrs:
-                attrs = attrs + ["constraint=false"]
-        return f"  {a} -> {b} [{', '.join(attrs)}];\n"
-
-    # A box that nothing drawn feeds (batch-norm's step counter reads only a buffer; a
-    # creation op reads nothing) would float to the top rank and stretch its clusters
-    # over the whole height, which staircases every cluster; an invisible edge from the
-    # box before it in graph order (in its region) keeps it where it runs.
-    fed = {b for a, b in edges if kind(a, b) != "loose"}
-    anchors, before = [], {}
-    for it in items:
-        if it.region in before and it.key not in fed:
-            anchors.append((before[it.region], it.key))
-        before[it.region] = it.key
-    recompute_edges = []
-    for n in nodes:
-        if n.recompute_of is not None and n.recompute_of in item_of:
-            a, b = item_of[n.recompute_of], item_of[n.id]
-            if a is not b and (a.key, b.key) not in recompute_edges:
-                recompute_edges.append((a.key, b.key))
-
-    prov = module.header.provenance
-    label = title if title is not None else (
-        f"{prov.model or 'model'}, batch {prov.batch_size}: {len(nodes)} of {len(g.nodes)} nodes")
-    out = ["digraph acir {\n",
-           f"  graph [label={_q(label)}, labelloc=t, fontname=Helvetica, fontsize=12, "
-           f"nodesep=0.2, ranksep=0.3];\n",
-           '  node [shape=box, style="rounded,filled", fontname=Helvetica, fontsize=9, margin="0.08,0.03"];\n',
-           '  edge [fontname=Helvetica, fontsize=8, color="#777777", fontcolor="#444444", arrowsize=0.6];\n']
-    if legend and items:
-        regions = [r for r in Region if any(it.region is r for it in items)]
-        roles = []
-        if collapse_depth is None:  # folded boxes are framed by region, not role
-            present = set()
-            for n in nodes:
-                outs = n.output_ids()
-                present.add(g.values[outs[0]].role if outs and outs[0] in g.values else Role.OTHER)
-            roles = [r for r in ROLE_COLOURS if r in present]
-        out.append(_legend(regions, roles, any(n.recompute_of is not None for n in nodes), bool(info.decisions)))
-    box_lines, stack = _clustered(items, clusters)
-    out.extend(box_lines)
-    for it in outside.values():
-        out.append(f"  {it.key} [label={_q(it.label)}, {_attrs(it.attrs)}];\n")
-    values = g.values
-    for (a, b), vids in edges.items():
-        nbytes = sum(values[v].nbytes for v in vids if v in values)
-        out.append(line(a, b, [f"label={_q(format_bytes(nbytes))}"]))
-    for a, b in dict.fromkeys(anchors + stack):
-        if (a, b) not in edges:
-            out.append(line(a, b, ["style=invis"], invisible=True))
-    for a, b in recompute_edges:
-        out.append(line(a, b, ["style=dashed", f'color="{COPY_LINE}"', f'fontcolor="{COPY_LINE}"',
-                               'label="recomputed as"', "constraint=false"]))
-    out.append("}\n")
-    return "".join(out)
+                boxes.of[n.id] = it
+        boxes.items.append(it)
+    return boxes
 
 
 def _outside_item(g: Graph, vid: int, inp, producer: Node | None) -> _Item:
@@ -506,6 +264,182 @@ def _outside_item(g: Graph, vid: int, inp, producer: Node | None) -> _Item:
     return _Item(f"v{vid}", Region.FORWARD, (), label,
                  {"shape": "ellipse", "style": "filled", "fillcolor": "#f2f2f2", "color": ROLE_COLOURS[v.role],
                   "fontsize": "8"})
+
+
+# ---------------------------------------------------------------------------
+# Edges, and the layout they ask dot for
+
+
+@dataclass
+class _Edges:
+    """One edge per pair of boxes, with the distinct values it carries, in first-use order."""
+
+    values: dict[tuple[str, str], dict[int, None]]  # (source key, destination key) -> value ids
+    outside: dict[int, _Item]  # value id -> its ellipse (with show_inputs: inputs, values from outside)
+
+
+def _edges(g: Graph, nodes: list[Node], box_of: dict[int, _Item], show_inputs: bool) -> _Edges:
+    producers = g.producers()
+    inputs = {i.value: i for i in g.inputs}
+    edges = _Edges({}, {})
+    for n in nodes:
+        dst = box_of[n.id]
+        for vid in dict.fromkeys(n.input_ids()):
+            p = producers.get(vid)
+            if p is not None and p.id in box_of:
+                src = box_of[p.id]
+            elif show_inputs:
+                src = edges.outside.get(vid)
+                if src is None:
+                    src = edges.outside[vid] = _outside_item(g, vid, inputs.get(vid), p)
+            else:
+                continue
+            if src is not dst:
+                edges.values.setdefault((src.key, dst.key), {})[vid] = None
+    return edges
+
+
+class _Layout:
+    """The V: how an edge between two boxes is written so that dot draws the step as one.
+
+    With both the forward and the backward drawn, the backward runs bottom-up beside the
+    forward (edges inside it are reversed, drawn with dir=back) and edges between regions
+    do not constrain ranks: a V, the classic picture of a training step, in which a saved
+    activation is a short edge across rather than one spanning the graph (which also keeps
+    dot fast: long edges are what make its crossing minimisation slow). The optimizer is a
+    third column, bottom-up too when interleaved into the backward.
+    """
+
+    def __init__(self, g: Graph, boxes: Iterable[_Item]) -> None:
+        self.region_of = {it.key: it.region for it in boxes}
+        drawn = set(self.region_of.values())
+        self.v_shape = Region.FORWARD in drawn and Region.BACKWARD in drawn
+        self.flipped = {Region.BACKWARD}
+        ranks = {r: [k for k, x in enumerate(g.nodes) if x.region is r] for r in (Region.BACKWARD, Region.OPTIMIZER)}
+        bw, opt = ranks[Region.BACKWARD], ranks[Region.OPTIMIZER]
+        if opt and bw and opt[0] < bw[-1]:
+            self.flipped.add(Region.OPTIMIZER)  # interleaved: each update runs right after its block's backward
+
+    def kind(self, a: str, b: str) -> str:
+        """How edge a -> b is drawn: ``flip`` (reversed), ``loose`` (across regions: no rank) or plain (``""``)."""
+        ra, rb = self.region_of[a], self.region_of[b]
+        if not self.v_shape:
+            return ""
+        if ra is rb and ra in self.flipped:
+            return "flip"
+        return "loose" if ra is not rb else ""
+
+    def line(self, a: str, b: str, attrs: list[str], invisible: bool = False) -> str:
+        """The DOT line of edge a -> b; an invisible edge across regions is dropped (it would not rank)."""
+        k = self.kind(a, b)
+        if k == "flip":
+            return f"  {b} -> {a} [{', '.join(attrs + ['dir=back'])}];\n"
+        if k == "loose":
+            if invisible:
+                return ""
+            if "constraint=false" not in attrs:
+                attrs = attrs + ["constraint=false"]
+        return f"  {a} -> {b} [{', '.join(attrs)}];\n"
+
+
+def _anchors(items: list[_Item], edges: _Edges, layout: _Layout) -> list[tuple[str, str]]:
+    """Invisible edges that keep unfed boxes where they run.
+
+    A box that nothing drawn feeds (batch-norm's step counter reads only a buffer; a
+    creation op reads nothing) would float to the top rank and stretch its clusters over
+    the whole height, which staircases every cluster; an invisible edge from the box
+    before it in graph order (in its region) keeps it where it runs.
+    """
+    fed = {b for a, b in edges.values if layout.kind(a, b) != "loose"}
+    anchors, before = [], {}
+    for it in items:
+        if it.region in before and it.key not in fed:
+            anchors.append((before[it.region], it.key))
+        before[it.region] = it.key
+    return anchors
+
+
+def _recompute_edges(nodes: list[Node], box_of: dict[int, _Item]) -> list[tuple[str, str]]:
+    """(box of the original, box of its recompute copy), once per pair of distinct boxes."""
+    out = []
+    for n in nodes:
+        if n.recompute_of is not None and n.recompute_of in box_of:
+            a, b = box_of[n.recompute_of], box_of[n.id]
+            if a is not b and (a.key, b.key) not in out:
+                out.append((a.key, b.key))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# DOT text
+
+
+def _attrs(d: dict[str, str]) -> str:
+    return ", ".join(f"{k}={_q(v)}" for k, v in d.items())
+
+
+def _box_line(it: _Item, indent: str = "  ") -> str:
+    return f"{indent}{it.key} [label={_q(it.label)}, {_attrs(it.attrs)}];\n"
+
+
+def _header(module: Module, nodes: list[Node], title: str | None) -> list[str]:
+    """The opening lines: the title, and the defaults of the graph, its boxes and edges."""
+    g = module.graph
+    prov = module.header.provenance
+    label = title if title is not None else (
+        f"{prov.model or 'model'}, batch {prov.batch_size}: {len(nodes)} of {len(g.nodes)} nodes")
+    return ["digraph acir {\n",
+            f"  graph [label={_q(label)}, labelloc=t, fontname=Helvetica, fontsize=12, "
+            f"nodesep=0.2, ranksep=0.3];\n",
+            '  node [shape=box, style="rounded,filled", fontname=Helvetica, fontsize=9, margin="0.08,0.03"];\n',
+            '  edge [fontname=Helvetica, fontsize=8, color="#777777", fontcolor="#444444", arrowsize=0.6];\n']
+
+
+def _legend(g: Graph, info: _Info, nodes: list[Node], items: list[_Item], roles: bool) -> str:
+    """The key to the colours drawn: the regions present, the output roles (when ``roles``:
+    folded boxes are framed by region, not role), recompute copies and plan marks if any."""
+    regions = [r for r in Region if any(it.region is r for it in items)]
+    rows = [f'<tr><td bgcolor="{REGION_FILL[r]}">{r.name.lower()}</td></tr>' for r in regions]
+    if roles:
+        present = set()
+        for n in nodes:
+            outs = n.output_ids()
+            present.add(g.values[outs[0]].role if outs and outs[0] in g.values else Role.OTHER)
+        rows += [f'<tr><td border="2" color="{ROLE_COLOURS[r]}">{r.name.lower()} output</td></tr>'
+                 for r in ROLE_COLOURS if r in present]
+    if any(n.recompute_of is not None for n in nodes):
+        rows.append(f'<tr><td bgcolor="{COPY_FILL}" border="2" color="{COPY_LINE}">recompute copy</td></tr>')
+    if info.decisions:
+        rows.append(f'<tr><td border="3" color="{RECOMPUTE_LINE}">plan: recompute</td></tr>')
+        rows.append(f'<tr><td border="3" color="{KEEP_LINE}">plan: keep</td></tr>')
+    return ('  legend [shape=plaintext, style="", label=<<table border="0" cellspacing="2" cellborder="1">'
+            + "".join(rows) + "</table>>];\n")
+
+
+def to_dot(module: Module, nodes: list[Node], options: DotOptions = DotOptions()) -> str:
+    """DOT text for ``nodes`` (a selection of ``module``'s graph, in graph order), drawn as ``options`` say."""
+    g = module.graph
+    info = _info(module)
+    boxes = _boxes(g, info, homes(g), nodes, options)
+    edges = _edges(g, nodes, boxes.of, options.show_inputs)
+    layout = _Layout(g, [*boxes.items, *edges.outside.values()])
+    out = _header(module, nodes, options.title)
+    if options.legend and boxes.items:
+        out.append(_legend(g, info, nodes, boxes.items, roles=options.collapse_depth is None))
+    box_lines, stack = _clustered(boxes.items, options.clusters)
+    out.extend(box_lines)
+    out.extend(_box_line(it) for it in edges.outside.values())
+    for (a, b), vids in edges.values.items():
+        nbytes = sum(g.values[v].nbytes for v in vids if v in g.values)
+        out.append(layout.line(a, b, [f"label={_q(format_bytes(nbytes))}"]))
+    for a, b in dict.fromkeys(_anchors(boxes.items, edges, layout) + stack):
+        if (a, b) not in edges.values:
+            out.append(layout.line(a, b, ["style=invis"], invisible=True))
+    for a, b in _recompute_edges(nodes, boxes.of):
+        out.append(layout.line(a, b, ["style=dashed", f'color="{COPY_LINE}"', f'fontcolor="{COPY_LINE}"',
+                                      'label="recomputed as"', "constraint=false"]))
+    out.append("}\n")
+    return "".join(out)
 
 
 def _clustered(items: list[_Item], clusters: bool) -> tuple[list[str], list[tuple[str, str]]]:
@@ -523,7 +457,7 @@ def _clustered(items: list[_Item], clusters: bool) -> tuple[list[str], list[tupl
     blocks becomes a staircase.
     """
     if not clusters:
-        return [f"  {it.key} [label={_q(it.label)}, {_attrs(it.attrs)}];\n" for it in items], []
+        return [_box_line(it) for it in items], []
     several = len({it.region for it in items}) > 1
 
     containers = set()
@@ -564,7 +498,7 @@ def _clustered(items: list[_Item], clusters: bool) -> tuple[list[str], list[tupl
     def emit(key: tuple, indent: str) -> None:
         for c in children[key]:
             if isinstance(c, _Item):
-                lines.append(f"{indent}{c.key} [label={_q(c.label)}, {_attrs(c.attrs)}];\n")
+                lines.append(_box_line(c, indent))
                 continue
             region_level = several and len(c) == 1
             if not region_level and len(children[c]) == 1 and not isinstance(children[c][0], _Item):
