@@ -43,8 +43,8 @@ def parse(lines, model: str):
 
 
 def rows(model: str, peaks, times, failed, malloc: str = "", device: str = "cpu") -> list[dict]:
-    """The log's measurements as acir.bench.driver.Result rows (what --replot reads)."""
-    from acir.bench.driver import Result
+    """The log's measurements as acir.bench.results.Result rows (what --replot reads)."""
+    from acir.bench.results import Result
 
     out = []
     for b in sorted(set(peaks) | set(failed)):

@@ -163,10 +163,10 @@ def _options(args):
         if not torch.cuda.is_available():
             raise BenchError("--device cuda asked for, but torch sees no CUDA device on this machine")
     opts = BenchOptions(models=tuple(args.models), batch_sizes=batches, configs=configs, budgets=budgets,
-                        optimal_budgets=optimal_budgets, torch_budgets=tb, seq_len=args.seq_len, image_size=args.image_size, iters=args.iters,
-                        warmup=args.warmup, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-                        step_seed=args.step_seed, device=args.device, profile_reps=args.profile_reps,
-                        time_limit=args.time_limit, blocks=tuple(_split(args.blocks)),
+                        optimal_budgets=optimal_budgets, torch_budgets=tb, seq_len=args.seq_len,
+                        image_size=args.image_size, iters=args.iters, warmup=args.warmup, optimizer=args.optimizer,
+                        lr=args.lr, seed=args.seed, step_seed=args.step_seed, device=args.device,
+                        profile_reps=args.profile_reps, time_limit=args.time_limit, blocks=tuple(_split(args.blocks)),
                         torch_backend=args.torch_backend, allocator_peak=args.allocator_peak)
     _check_matched(opts)
     return opts
@@ -184,9 +184,10 @@ def _check_matched(opts) -> None:
             raise BenchError(f"budget ={sp.matched}: no such configuration in this run (it would be one of "
                              f"{', '.join(plain)}); a budget =NAME is the measured peak of configuration NAME")
 
+
 def _replot(args) -> int:
-    from acir.bench.driver import format_table, read_results
     from acir.bench.plots import write_plots
+    from acir.bench.results import format_table, read_results
     from acir.errors import BenchError
 
     if args.models:
@@ -207,13 +208,8 @@ def _replot(args) -> int:
 def _body(args) -> int:
     from dataclasses import asdict
 
-    from acir.bench.driver import (
-        describe_machine,
-        format_table,
-        run,
-        stderr_log,
-        write_results,
-    )
+    from acir.bench.driver import describe_machine, run, stderr_log
+    from acir.bench.results import format_table, write_results
     from acir.errors import BenchError
     from acir.runtime.measure import malloc_setting
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from acir.bench.driver import Result
+from acir.bench.results import Result
 
 _FAMILY_COLOURS = {
     "eager": ["#8c8c8c"], "noac": ["#303030"],
