@@ -38,8 +38,9 @@ planners planned on that fused view, so the rewrite realises it too.
 
 The graph revision is bumped; a ``profile`` block at the new revision carries each
 copy's run time from its original (the other nodes keep theirs), and the manager
-recomputes ``liveness`` after it (the pass ``ensures`` it), so ``acir-stats`` shows the simulated peak after the rewrite beside the plan's
-prediction (the ``plan`` block is kept as the record of what was asked, at its revision).
+recomputes ``liveness`` after it (the pass ``ensures`` it), so ``acir-stats`` shows the
+simulated peak after the rewrite beside the plan's prediction (the ``plan`` block is kept
+as the record of what was asked, at its revision).
 """
 
 from __future__ import annotations
@@ -172,91 +173,116 @@ def _replay_call(node: Node, rng_state: int | None = None) -> tuple[str, list, d
     return op, args, kwargs
 
 
+@dataclass
+class _Copies:
+    """What the recomputation points made so far, for the next point and the final splice."""
+
+    latest: dict[int, int] = field(default_factory=dict)          # original value -> its persistent copy
+    home: dict[int, int] = field(default_factory=dict)            # recomputed storage -> the copy's storage
+    inserted: dict[int, list[Node]] = field(default_factory=dict)  # rank -> copies to run just before it
+    extended: set[int] = field(default_factory=set)               # kept storages a replay reads after their last use
+
+
+class _Rewriter:
+    """The plan's recomputations, one recomputation point at a time (see the module docstring)."""
+
+    def __init__(self, g: Graph, cands: Candidates, chosen: set[int]) -> None:
+        from acir.analysis.simulator import storage_lives
+
+        self.g, self.cands, self.chosen = g, cands, chosen
+        self.storage_of = {vid: v.storage for vid, v in g.values.items()}
+        self.storages = {s.id: s for s in g.storages}
+        self.input_storages = {g.values[i.value].storage for i in g.inputs}
+        self.chosen_storages = {cands.storages[i] for i in chosen}
+        self.last_use = {life.storage: life.last_use for life in storage_lives(g)}
+        self.rng_states = linked_states(g)
+        self.builder = _Builder(g)
+        self.done = _Copies()
+
+    def point(self, h: int, group: list[int], stats: RewriteStats) -> None:
+        """Copy, before node ``h``, the chains of ``group`` (the chosen candidates first used at
+        ``h``) and of their dead recomputed sources, each forward node once."""
+        p, nodes = self.cands.problem, self.g.nodes
+        members = recompute_set(p, h, group, self.chosen)
+        stats.points += 1
+        stats.transient += len(members) - len(group)
+        local: dict[int, int] = {}
+        env = ChainMap(local, self.done.latest)  # this point's copies, then earlier persistent ones
+        fresh: dict[int, int] = {}               # original storage -> this point's copy storage
+        copies: list[Node] = []
+        for r in sorted(set().union(*(self.cands.chains[m] for m in members))):
+            new = self._copy(nodes[r], r, h, env, fresh)
+            local.update(zip(nodes[r].output_ids(), new.output_ids()))
+            copies.append(new)
+        stats.copies += len(copies)
+        self.done.inserted[h] = copies
+        # the group's copies serve every backward use from here on; dead sources' copies die here
+        kept = {self.cands.storages[m] for m in group}
+        for sid in kept:
+            self.done.home[sid] = fresh[sid]
+        self.done.latest.update({vid: new for vid, new in local.items() if self.storage_of.get(vid) in kept})
+
+    def _copy(self, node: Node, r: int, h: int, env: ChainMap, fresh: dict[int, int]) -> Node:
+        """The replay of forward ``node`` (rank ``r``) before rank ``h``, reading ``env``'s copies
+        and writing fresh storages (one per original storage at this point)."""
+        b = self.builder
+        op, args, kwargs = _replay_call(node, self.rng_states.get(r))
+        for vid in arg_refs(args) + arg_refs(list(kwargs.values())):
+            if vid in env:
+                continue
+            s = self.storage_of[vid]
+            if s in self.chosen_storages:
+                raise InternalError(f"the replay of {node.name} before {self.g.nodes[h].name} reads s{s}, "
+                                    "which is recomputed but has no copy there")
+            if s not in self.input_storages and self.last_use[s] < h:
+                self.done.extended.add(s)
+        out_env: dict[int, int] = {}
+        for vid in node.output_ids():
+            s = self.storage_of[vid]
+            if s in self.input_storages:
+                raise InternalError(f"replay of {node.name} would write graph input storage s{s}")
+            if s not in fresh:
+                fresh[s] = b.storage(self.storages[s])
+            out_env[vid] = b.value(self.g.values[vid], fresh[s])
+        new = Node(id=b.next_node, name=b.name(node.name), op=op, args=_remap(args, env),
+                   kwargs={k: _remap(v, env) for k, v in kwargs.items()}, outputs=_remap(node.outputs, out_env),
+                   region=Region.BACKWARD, module=node.module, recompute_of=node.id)
+        b.next_node += 1
+        return new
+
+    def splice(self, stats: RewriteStats) -> None:
+        """Insert every point's copies and point the backward at them."""
+        out: list[Node] = []
+        first_point = min(self.done.inserted)
+        latest = self.done.latest
+        for r, node in enumerate(self.g.nodes):
+            out.extend(self.done.inserted.get(r, ()))
+            if r >= first_point:
+                node.args = _remap(node.args, latest)
+                node.kwargs = {k: _remap(v, latest) for k, v in node.kwargs.items()}
+                if node.region is not Region.FORWARD:
+                    stats.rehomed += _rehome_views(self.g, node, self.done.home)
+            out.append(node)
+        self.g.nodes = out
+        stats.extended = len(self.done.extended)
+
+
 def rewrite(module: Module) -> RewriteStats:
     """Fuse the loss heads and insert the plan's recomputations into ``module.graph`` (see the
     module docstring)."""
-    from acir.analysis.simulator import storage_lives
-
     cands = build(module)
     module.graph = g = cands.graph   # the fused view the plan was made on (the module's own graph if none)
-    p = cands.problem
     chosen = set(_chosen(module, cands))
     stats = RewriteStats(recomputed=len(chosen), fused=cands.fused.total, absorbed=dict(cands.fused.absorbed))
     if not chosen:
         return stats
-    nodes = g.nodes
-    storage_of = {vid: v.storage for vid, v in g.values.items()}
-    storages = {s.id: s for s in g.storages}
-    input_storages = {g.values[i.value].storage for i in g.inputs}
-    b = _Builder(g)
-    chosen_storages = {cands.storages[i] for i in chosen}
-    last_use = {life.storage: life.last_use for life in storage_lives(g)}
-    rng_states = linked_states(g)
-    extended: set[int] = set()   # kept sources a replay reads after their last use (they live longer)
-
     by_rank: dict[int, list[int]] = {}
     for i in chosen:
-        by_rank.setdefault(p.hi[i], []).append(i)
-
-    latest: dict[int, int] = {}          # original value id -> its persistent copy (after its point)
-    home: dict[int, int] = {}            # recomputed storage -> the copy's storage
-    inserted: dict[int, list[Node]] = {}  # rank -> copies to run just before that node
+        by_rank.setdefault(cands.problem.hi[i], []).append(i)
+    rw = _Rewriter(g, cands, chosen)
     for h in sorted(by_rank):
-        members = recompute_set(p, h, by_rank[h], chosen)
-        group = set(by_rank[h])
-        stats.points += 1
-        stats.transient += len(members) - len(group)
-        ranks = sorted(set().union(*(cands.chains[m] for m in members)))
-        local: dict[int, int] = {}
-        env = ChainMap(local, latest)       # reads see this point's copies, then earlier persistent ones ...
-        fresh: dict[int, int] = {}          # ... and this point's copies (original storage -> copy storage)
-        copies: list[Node] = []
-        for r in ranks:
-            node = nodes[r]
-            op, args, kwargs = _replay_call(node, rng_states.get(r))
-            for vid in arg_refs(args) + arg_refs(list(kwargs.values())):
-                if vid in env:
-                    continue
-                s = storage_of[vid]
-                if s in chosen_storages:
-                    raise InternalError(f"the replay of {node.name} before {nodes[h].name} reads s{s}, "
-                                     "which is recomputed but has no copy there")
-                if s not in input_storages and last_use[s] < h:
-                    extended.add(s)
-            out_env: dict[int, int] = {}
-            for vid in node.output_ids():
-                s = storage_of[vid]
-                if s in input_storages:
-                    raise InternalError(f"replay of {node.name} would write graph input storage s{s}")
-                if s not in fresh:
-                    fresh[s] = b.storage(storages[s])
-                out_env[vid] = b.value(g.values[vid], fresh[s])
-            new = Node(id=b.next_node, name=b.name(node.name), op=op, args=_remap(args, env),
-                       kwargs={k: _remap(v, env) for k, v in kwargs.items()}, outputs=_remap(node.outputs, out_env),
-                       region=Region.BACKWARD, module=node.module, recompute_of=node.id)
-            b.next_node += 1
-            local.update(out_env)
-            copies.append(new)
-        stats.copies += len(copies)
-        inserted[h] = copies
-        # the group's copies serve every backward use from here on; dead sources' copies die here
-        kept = {cands.storages[m] for m in group}
-        for sid in kept:
-            home[sid] = fresh[sid]
-        latest.update({vid: new for vid, new in local.items() if storage_of.get(vid) in kept})
-
-    out: list[Node] = []
-    first_point = min(by_rank)
-    for r, node in enumerate(nodes):
-        out.extend(inserted.get(r, ()))
-        if r >= first_point:
-            node.args = _remap(node.args, latest)
-            node.kwargs = {k: _remap(v, latest) for k, v in node.kwargs.items()}
-            if node.region is not Region.FORWARD:
-                stats.rehomed += _rehome_views(g, node, home)
-        out.append(node)
-    g.nodes = out
-    stats.extended = len(extended)
+        rw.point(h, by_rank[h], stats)
+    rw.splice(stats)
     return stats
 
 
