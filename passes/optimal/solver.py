@@ -5,6 +5,8 @@ budget *really* cost? This module answers it for a :class:`~acir.analysis.proble
 no IR, no torch, plain arrays in and a set of candidate indices out, as PyTorch's
 ``knapsack.py`` does — and judges its answer with the evaluator every planner is judged by
 (:func:`acir.analysis.problem.evaluate`), so "optimal" means optimal under that model.
+This module builds the model and runs the refinement loop; handing a model to HiGHS and
+reading its answer back is :mod:`acir.passes.optimal.highs`.
 
 The formulation
 ---------------
@@ -72,6 +74,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+from acir.passes.optimal.highs import solve_milp
 
 from acir.analysis.problem import Evaluation, Problem, evaluate
 
@@ -150,7 +153,7 @@ class _Structure:
 
 @dataclass
 class _Model:
-    """One MILP, rowwise, in scaled units."""
+    """One MILP, rowwise, in scaled units (a :class:`~acir.passes.optimal.highs.RowwiseMilp`)."""
 
     x: dict[int, int]                 # candidate -> column of x
     w: dict[tuple[int, int], int]     # (point, dead source) -> column of w
@@ -291,82 +294,6 @@ def _start(st: _Structure, m: _Model, reach: dict[int, set[int]], chosen: set[in
     return vals
 
 
-_BANNER_DONE = False
-
-
-def _highs():
-    """A silent ``Highs``: HiGHS prints its banner to C stdout once per process, at the first
-    construction, before any option can turn output off; acir-opt's stdout may be the IR."""
-    global _BANNER_DONE
-    import highspy
-
-    if _BANNER_DONE:
-        h = highspy.Highs()
-    else:
-        import ctypes
-        import os
-        import sys
-
-        sys.stdout.flush()
-        saved = os.dup(1)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 1)
-            h = highspy.Highs()
-            try:
-                ctypes.CDLL(None).fflush(None)
-            except (OSError, AttributeError):
-                pass
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            os.close(devnull)
-        _BANNER_DONE = True
-    h.setOptionValue("output_flag", False)
-    return h
-
-
-def _run_highs(m: _Model, start: list[float] | None, time_limit: float, rel_gap: float):
-    import highspy
-
-    h = _highs()
-    h.setOptionValue("time_limit", max(time_limit, 0.01))
-    h.setOptionValue("mip_rel_gap", rel_gap)
-    h.setOptionValue("mip_abs_gap", 1e-9)
-    lp = highspy.HighsLp()
-    lp.num_col_ = len(m.cost)
-    lp.num_row_ = len(m.row_lo)
-    lp.col_cost_ = np.asarray(m.cost, dtype=np.float64)
-    lp.col_lower_ = np.asarray(m.lower, dtype=np.float64)
-    lp.col_upper_ = np.asarray(m.upper, dtype=np.float64)
-    lp.row_lower_ = np.asarray(m.row_lo, dtype=np.float64)
-    lp.row_upper_ = np.asarray(m.row_hi, dtype=np.float64)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.num_col_ = lp.num_col_
-    lp.a_matrix_.num_row_ = lp.num_row_
-    lp.a_matrix_.start_ = np.asarray(m.starts + [len(m.index)], dtype=np.int32)
-    lp.a_matrix_.index_ = np.asarray(m.index, dtype=np.int32)
-    lp.a_matrix_.value_ = np.asarray(m.value, dtype=np.float64)
-    lp.integrality_ = [highspy.HighsVarType.kInteger if b else highspy.HighsVarType.kContinuous
-                       for b in m.integer]
-    h.passModel(lp)
-    if start is not None:
-        sol = highspy.HighsSolution()
-        sol.col_value = start
-        h.setSolution(sol)
-    h.run()
-    ms = h.getModelStatus()
-    kind = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kInfeasible: "infeasible",
-            highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible",
-            highspy.HighsModelStatus.kTimeLimit: "time limit"}.get(ms, h.modelStatusToString(ms))
-    info = h.getInfo()
-    x = None
-    if info.primal_solution_status == 2:  # kSolutionStatusFeasible
-        x = np.asarray(h.getSolution().col_value)
-    return kind, x, info.mip_dual_bound
-
-
-# -- the solver --------------------------------------------------------------------------
 # -- the solver --------------------------------------------------------------------------
 
 
@@ -446,7 +373,7 @@ def solve(problem: Problem, budget: int, warm_starts: Sequence[Iterable[int]] = 
             status = "infeasible" if exact_budget and best is None else "round limit"
             break
         start = _start(st, m, reach, set(best[1]), unit) if best is not None else None
-        hs, x, dual = _run_highs(m, start, left, rel_gap)
+        hs, x, dual = solve_milp(m, start, left, rel_gap)
         rounds += 1
         if hs == "infeasible":
             status = "infeasible" if exact_budget and best is None else "round limit"
