@@ -14,6 +14,7 @@ from typing import TextIO
 from acir.tools._cli import make_parser, run_cli
 
 from acir.errors import AcirError, SerdeError
+from acir.ir.graph import Module
 from acir.pipeline.manager import Failure, PassManager
 from acir.pipeline.pass_base import Pass
 
@@ -36,6 +37,7 @@ examples:
   acir-opt step.acir --pass dce --print-ir-after-change 2>changes.txt >/dev/null
   acir-opt step.acir -p 'profile{reps=5},liveness,mutwo{budget=2GiB}' --time-passes -o planned.acir
   acir-opt step.acir -p 'dce' --reproducer crash.acir.txt   # on failure: the IR before the failing pass
+  acir-opt step.acir -p 'profile,liveness' --emit=onnx -o step.onnx   # open in Netron (docs/onnx.md)
   acir-opt --list-passes"""
 
 
@@ -47,7 +49,9 @@ def make_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--pass", dest="extra", action="append", default=[], metavar="NAME",
                    help="run pass NAME (options allowed: 'NAME{k=v}') after the -p pipeline; repeatable")
     p.add_argument("-o", "--output", metavar="OUT", help="where to write the result (default: standard output)")
-    p.add_argument("--emit", choices=("binary", "text"), default="binary", help="output form (default: binary)")
+    p.add_argument("--emit", choices=("binary", "text", "onnx"), default="binary",
+                   help="output form (default: binary); onnx: the annotated graph as an ONNX model to browse "
+                        "in Netron, not read back by any tool (docs/onnx.md)")
     p.add_argument("--no-verify", action="store_true", help="do not verify the IR before and between passes")
     p.add_argument("--print-ir-after-all", action="store_true", help="print the text IR after every pass to stderr")
     p.add_argument("--print-ir-after-change", action="store_true",
@@ -125,6 +129,8 @@ def _body(args: argparse.Namespace) -> int:
     passes = build_passes(args)
     if args.output in (None, "-") and args.emit == "binary" and sys.stdout.isatty():
         raise SerdeError("refusing to write a binary artifact to a terminal; use -o FILE, a pipe, or --emit=text")
+    if args.output in (None, "-") and args.emit == "onnx" and sys.stdout.isatty():
+        raise SerdeError("refusing to write an ONNX model (binary) to a terminal; use -o FILE.onnx or a pipe")
     module = read_path(args.input)
     pm = PassManager(passes, verify=not args.no_verify,
                      print_ir_after_all=sys.stderr if args.print_ir_after_all else None,
@@ -138,8 +144,27 @@ def _body(args: argparse.Namespace) -> int:
     finally:
         if args.time_passes:
             sys.stderr.write(pm.timing_report())
-    write_path(module, args.output, args.emit)
+    if args.emit == "onnx":
+        _write_onnx(module, args.output)
+    else:
+        write_path(module, args.output, args.emit)
     return 0
+
+
+def _write_onnx(module: Module, path: str | None) -> None:
+    """Write the ONNX picture of ``module`` (:mod:`acir.viz.onnx_export`) to ``path`` (``None``, ``"-"``: stdout)."""
+    from acir.viz.onnx_export import onnx_bytes
+
+    data = onnx_bytes(module)
+    if path in (None, "-"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise SerdeError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _report_failure(args: argparse.Namespace, failure: Failure | None) -> None:
