@@ -62,9 +62,9 @@ def _budgeted(name: str, p: Problem, budget: int, time_limit_s: float) -> tuple[
 
 def budgets(p: Problem, points: int) -> list[int]:
     """``points`` budgets evenly from the lowest reachable peak to the no-AC peak (both included)."""
-    from acir.passes.planner_base import lowest_reachable_peak
+    from acir.passes.mutwo.solver import reachable_floor
 
-    lo, hi = lowest_reachable_peak(p), p.no_ac_peak
+    lo, hi = reachable_floor(p), p.no_ac_peak
     if points < 2 or lo >= hi:
         return [hi]
     return [round(lo + (hi - lo) * k / (points - 1)) for k in range(points)]

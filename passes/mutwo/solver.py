@@ -86,11 +86,12 @@ from acir.analysis.problem import (
     Evaluation,
     Problem,
     evaluate,
+    known_floor,
     recompute_set,
     spike_height,
 )
 
-__all__ = ["Solution", "solve"]
+__all__ = ["Solution", "reachable_floor", "solve"]
 
 _EPS = 1e-12  # seconds; keeps the ratio of a free replay finite (and largest)
 
@@ -434,3 +435,9 @@ def _repair(p: Problem, budget: int, chosen: list[int], width: int, max_moves: i
                 best, best_t, improved = alt, t, True
                 break
     return best
+
+
+def reachable_floor(p: Problem) -> int:
+    """The lowest predicted peak known to be reachable: :func:`~acir.analysis.problem.known_floor`,
+    or where the greedy stops when asked for nothing, whichever is lower."""
+    return min(known_floor(p), solve(p, 0, refine=False).evaluation.peak)
