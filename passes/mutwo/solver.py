@@ -45,24 +45,6 @@ spike as a dead source and raise it, and one it excludes (recomputed at ``h`` it
 could in odd cases lower it. When no candidate passes the filter the loop stops, declares
 the budget infeasible and returns the prefix of its picks with the lowest peak.
 
-After the loop, a clean-up (ours, on by default, ``refine=False`` turns it off): the
-greedy's picks are pruned — while some pick can go without breaking the budget, the one
-whose removal saves the most recompute time goes (at most 400 prices: a deterministic cap)
-— and a second greedy that scores each of the 32 best-ratio peak-covering candidates by
-the peak it really removes per second it really adds (both from the evaluator's model, so
-cascades through recomputed sources are priced exactly) is run and pruned the same way;
-the cheaper feasible plan is returned, and ``Solution.refined`` says which. The second
-greedy gives up once its plan costs 10% more than the best one so far (its picks only add
-time; a heuristic cut: where it won on the benchmarks, its plan before pruning cost at most
-5% more than the pruned greedy's). Near the floor the paper's ratio, blind to the cascades its picks cause, can
-cost twice the optimum (ResNet-18 at 60%: 2.4×); the clean-up brings it within a few
-percent. Every price in the clean-up comes from :class:`acir.analysis.plan_delta.PlanState`, which
-keeps the evaluator's numbers for the current plan and prices adding or dropping one
-candidate by redoing only what that candidate touches (its window's maximum, from block
-maxima, and the recomputation points it joins or leaves): 40-150× cheaper than a call to
-``evaluate`` on ResNet-152 and deeper, the same peak, the time to float rounding. The
-plans it returns are judged by ``evaluate`` itself.
-
 The stopping test is the shared evaluator's peak (:func:`acir.analysis.problem.evaluate`),
 which all planners are judged by. Calling it every round would be quadratic, so
 :class:`_Memory` keeps the same numbers incrementally: the per-rank savings in numpy
@@ -72,6 +54,45 @@ first backward use, and those of chosen recomputations that read it, directly or
 other dead sources). The final peak is checked against ``evaluate`` and the tests check
 it on every prefix. Candidates are indexed by source, so each round's bookkeeping touches
 only the candidates that read the pick, and eligibility is a vectorised window test.
+
+The phases
+----------
+
+:func:`solve` runs five phases; the last four are a clean-up (ours, on by default,
+``refine=False`` turns it off) that starts once the greedy has a feasible plan:
+
+1. **greedy** (:func:`_run`): the paper's loop above, with its peak filter.
+2. **prune** (:func:`_prune`, a reverse delete): while some pick can go without breaking
+   the budget, the one whose removal saves the most recompute time goes.
+3. **effective greedy** (:func:`_effective_greedy`), then pruned: a second greedy that
+   scores each of the ``Tuning.width`` best-ratio peak-covering candidates by the peak it
+   really removes per second it really adds (both from the evaluator's model, so cascades
+   through recomputed sources are priced exactly). It gives up once its plan costs
+   ``Tuning.slack`` times the best one so far (its picks only add time; a heuristic cut:
+   where it won on the benchmarks, its plan before pruning cost at most 5% more than the
+   pruned greedy's).
+4. **swap** (:func:`_swap`), on the best plan so far: replace one pick by one candidate not
+   taken when that keeps the budget and lowers the recompute time, prune, and repeat until
+   no swap helps. The ratio rule can take an activation whose replay later turns out
+   expensive - a cascade through sources recomputed after it - and never revisit it.
+5. **repair** (:func:`_repair`, ruin and recreate), on the best plan so far: drop one pick
+   (the one whose removal saves the most time first), let the effective greedy add what
+   the budget then needs - never the dropped one - and prune; kept when cheaper. One
+   expensive replay (with its cascade) is often worth several cheap ones, which no single
+   swap finds.
+
+Every plan is judged by ``evaluate``; the cheapest feasible one is returned, and
+``Solution.refined`` names the phases that made it (``"pruned"``, ``"effective greedy,
+pruned, swapped"``, ``"greedy, repaired"``, ...; empty for the greedy's own). Each phase's
+work is capped by a count (:class:`Tuning`), never a clock, so a problem gets the same plan
+on any machine. Near the floor the paper's ratio, blind to the cascades its picks cause, can
+cost twice the optimum (ResNet-18 at 60%: 2.4×); the clean-up brings it within a few
+percent. Every price in the clean-up comes from :class:`acir.analysis.plan_delta.PlanState`,
+which keeps the evaluator's numbers for the current plan and prices adding or dropping one
+candidate by redoing only what that candidate touches (its window's maximum, from block
+maxima, and the recomputation points it joins or leaves): 40-150× cheaper than a call to
+``evaluate`` on ResNet-152 and deeper, the same peak, the time to float rounding. The
+plans it returns are judged by ``evaluate`` itself.
 """
 
 from __future__ import annotations
@@ -91,9 +112,30 @@ from acir.analysis.problem import (
     spike_height,
 )
 
-__all__ = ["Solution", "reachable_floor", "solve"]
+__all__ = ["DEFAULT", "Solution", "Tuning", "reachable_floor", "solve"]
 
-_EPS = 1e-12  # seconds; keeps the ratio of a free replay finite (and largest)
+_MIN_TIME_S = 1e-12  # seconds a ratio divides by at least: a free replay's ratio stays finite (and largest)
+_IMPROVES_S = 1e-12  # seconds a swap or repair must save to count: less is float noise, and could let it cycle
+_WINS_S = 1e-15      # seconds a clean-up plan must save over the best so far to replace it (float noise)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The bounds of the clean-up (phases 2-5 of the module docstring); :data:`DEFAULT` is the pass's.
+
+    Each caps work by a count, never by time, so that a problem gets the same plan on any
+    machine and under any load; a phase that reaches its cap returns the best plan it has,
+    which is within the budget.
+    """
+
+    prune_evals: int = 400     # picks priced per prune, all rounds: a round prices every pick (quadratic uncapped)
+    swap_evals: int = 1500     # prices per swap search: one pass prices each pick against each candidate not taken
+    repair_moves: int = 12     # ruin-and-recreate moves: each one reruns the effective greedy and a prune
+    width: int = 32            # candidates the effective greedy prices exactly per pick, best ratio first: its cost
+    slack: float = 1.1         # effective greedy gives up past this × the best plan's time (its picks only add time)
+
+
+DEFAULT = Tuning()
 
 
 @dataclass(frozen=True)
@@ -189,10 +231,10 @@ class _Greedy:
                 self.readers[j].add(i)
         self.time = [float(t) for t in p.times]
         self.cnt = [1] * k
-        self.ratio = self.sizes / np.maximum(np.asarray(p.times, dtype=np.float64), _EPS)
+        self.ratio = self.sizes / np.maximum(np.asarray(p.times, dtype=np.float64), _MIN_TIME_S)
 
     def _rate(self, d: int) -> None:
-        self.ratio[d] = self.p.sizes[d] / max(self.cnt[d] * self.time[d], _EPS)
+        self.ratio[d] = self.p.sizes[d] / max(self.cnt[d] * self.time[d], _MIN_TIME_S)
 
     def _inherit(self, r: int, c: int) -> None:
         """``srcs_r ← srcs_r − {c} ∪ srcs_c``, ``recomp_time_r += recomp_time_c``."""
@@ -255,7 +297,7 @@ def _run(p: Problem, budget: int, max_picks: int | None) -> tuple[_Greedy, bool,
         rounds += 1
 
 
-def _prune(p: Problem, budget: int, chosen: list[int], max_evals: int = 400) -> list[int]:
+def _prune(p: Problem, budget: int, chosen: list[int], max_evals: int = DEFAULT.prune_evals) -> list[int]:
     """Drop picks the budget can do without, the one whose removal saves the most time first,
     until none can go (or ``max_evals`` evaluations: a deterministic cap on the work). Each
     removal is priced by :class:`~acir.analysis.plan_delta.PlanState` (``evaluate``'s peak exactly)."""
@@ -278,11 +320,11 @@ def _prune(p: Problem, budget: int, chosen: list[int], max_evals: int = 400) -> 
     return chosen
 
 
-def _swap(p: Problem, budget: int, chosen: list[int], max_evals: int = 1500) -> list[int]:
+def _swap(p: Problem, budget: int, chosen: list[int], tuning: Tuning = DEFAULT) -> list[int]:
     """Local search: replace one pick by one candidate not taken when that keeps the plan
     within the budget and lowers its recompute time (cascades and spikes priced exactly by
     :class:`~acir.analysis.plan_delta.PlanState`), then drop what the budget no longer needs; repeat
-    until no swap helps or ``max_evals`` prices (a deterministic cap on the work). The
+    until no swap helps or ``tuning.swap_evals`` prices (a deterministic cap on the work). The
     greedy's ratio rule can take an activation whose replay later turns out expensive —
     a cascade through sources recomputed after it — and never revisit it; this does."""
     chosen = list(chosen)
@@ -291,6 +333,7 @@ def _swap(p: Problem, budget: int, chosen: list[int], max_evals: int = 1500) -> 
     current = state.recompute_s
     others = sorted((i for i in range(p.n_candidates) if p.allowed[i] and i not in taken),
                     key=lambda i: (p.times[i], -p.sizes[i], i))
+    max_evals = tuning.swap_evals
     evals = 0
     improved = True
     while improved and evals < max_evals:
@@ -303,7 +346,7 @@ def _swap(p: Problem, budget: int, chosen: list[int], max_evals: int = 1500) -> 
             for inn in others:
                 evals += 1
                 peak, t = state.price_add(inn)
-                if peak <= budget and t < current - 1e-12:
+                if peak <= budget and t < current - _IMPROVES_S:
                     state.add(inn)
                     chosen[chosen.index(out)] = inn
                     others[others.index(inn)] = out
@@ -319,7 +362,7 @@ def _swap(p: Problem, budget: int, chosen: list[int], max_evals: int = 1500) -> 
                 break
             state.add(out)
         if improved:
-            chosen = _prune(p, budget, chosen)
+            chosen = _prune(p, budget, chosen, tuning.prune_evals)
             taken = set(chosen)
             state = PlanState(p, chosen)
             current = state.recompute_s
@@ -335,7 +378,7 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
     priced by the evaluator's model, :class:`~acir.analysis.plan_delta.PlanState`, so cascades and
     spikes count). Gives up (None) when none of them lowers the peak, or once its plan's
     recompute time exceeds ``limit_s`` (picks only ever add time)."""
-    ratio = np.array([p.sizes[i] / max(p.times[i], 1e-12) for i in range(p.n_candidates)])
+    ratio = np.array([p.sizes[i] / max(p.times[i], _MIN_TIME_S) for i in range(p.n_candidates)])
     allowed = np.array(p.allowed, dtype=bool)
     allowed[list(banned)] = False
     lo, hi = np.asarray(p.lo), np.asarray(p.hi)
@@ -358,7 +401,7 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
             gain = peak - new_peak
             if gain <= 0:
                 continue
-            score = gain / max(new_time - time, 1e-12)
+            score = gain / max(new_time - time, _MIN_TIME_S)
             if best is None or score > best[0]:
                 best = (score, i)
         if best is None:
@@ -370,14 +413,19 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
     return chosen
 
 
-def solve(problem: Problem, budget: int, refine: bool = True, width: int = 32, slack: float = 1.1) -> Solution:
+def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = DEFAULT) -> Solution:
     """μ-TWO's recomputation plan for ``problem`` within ``budget`` bytes (see the module docstring).
 
-    With ``refine`` (the default) the greedy's picks are cleaned up: a reverse-delete pass
-    drops the picks the budget no longer needs, and a second greedy that prices each of the
-    ``width`` best-ratio candidates by its exact effect on the evaluator is run and pruned
-    too; the cheaper feasible plan wins. The second greedy is abandoned once its plan costs
-    ``slack`` times the best plan so far (its picks only add time).
+    The phases, in order: the **greedy** loop (the paper's, with its peak filter; when it
+    cannot reach the budget, its prefix with the lowest peak is returned, infeasible). With
+    ``refine`` (the default) and a feasible greedy plan, the clean-up follows: **prune**
+    drops the picks the budget does not need; the **effective greedy** prices each of the
+    ``tuning.width`` best-ratio candidates by its exact effect on the evaluator, is
+    abandoned once its plan costs ``tuning.slack`` times the best so far, and is pruned
+    too; **swap** then trades single picks of the best plan for cheaper ones, and
+    **repair** ruins and recreates it one pick at a time. Every plan is judged by
+    ``evaluate``; the cheapest feasible one wins, and ``Solution.refined`` says which.
+    ``tuning`` bounds the clean-up's work (:class:`Tuning`).
     """
     g, feasible, rounds, best_len = _run(problem, budget, None)
     if not feasible and best_len < len(g.chosen):
@@ -395,24 +443,28 @@ def solve(problem: Problem, budget: int, refine: bool = True, width: int = 32, s
     def consider(name: str, picks: list[int]) -> None:
         nonlocal best
         e = evaluate(problem, picks)  # the final word on every plan is the shared evaluator's
-        if e.peak <= budget and e.recompute_s < best.evaluation.recompute_s - 1e-15:
+        if e.peak <= budget and e.recompute_s < best.evaluation.recompute_s - _WINS_S:
             best = Solution(chosen=tuple(picks), evaluation=e, feasible=True, iterations=rounds,
                             counts=e.counts, recompute_times=problem.times, srcs=problem.srcs, refined=name)
 
-    consider("pruned", _prune(problem, budget, list(chosen)))
-    alt = _effective_greedy(problem, budget, width, slack * best.evaluation.recompute_s)
+    def prune(picks: list[int]) -> list[int]:
+        return _prune(problem, budget, picks, tuning.prune_evals)
+
+    consider("pruned", prune(list(chosen)))
+    alt = _effective_greedy(problem, budget, tuning.width, tuning.slack * best.evaluation.recompute_s)
     if alt is not None:
-        consider("effective greedy, pruned", _prune(problem, budget, alt))
-    consider(f"{best.refined or 'greedy'}, swapped", _swap(problem, budget, list(best.chosen)))
-    consider(f"{best.refined or 'greedy'}, repaired", _repair(problem, budget, list(best.chosen), width))
+        consider("effective greedy, pruned", prune(alt))
+    consider(f"{best.refined or 'greedy'}, swapped", _swap(problem, budget, list(best.chosen), tuning))
+    consider(f"{best.refined or 'greedy'}, repaired", _repair(problem, budget, list(best.chosen), tuning))
     return best
 
 
-def _repair(p: Problem, budget: int, chosen: list[int], width: int, max_moves: int = 12) -> list[int]:
+def _repair(p: Problem, budget: int, chosen: list[int], tuning: Tuning = DEFAULT) -> list[int]:
     """Ruin and recreate: drop one pick (the costliest first), let the exact-priced greedy add
     what the budget then needs — never the dropped one — and prune; keep the result when it
     is cheaper. One expensive replay (with its cascade) is often worth several cheap ones,
-    which no single swap finds. At most ``max_moves`` moves (a deterministic cap)."""
+    which no single swap finds. At most ``tuning.repair_moves`` moves (a deterministic cap)."""
+    width, max_moves = tuning.width, tuning.repair_moves
     best = list(chosen)
     best_t = PlanState(p, best).recompute_s
     moves = 0
@@ -429,9 +481,9 @@ def _repair(p: Problem, budget: int, chosen: list[int], width: int, max_moves: i
             alt = _effective_greedy(p, budget, width, best_t, start=rest, banned=frozenset([out]))
             if alt is None:
                 continue
-            alt = _prune(p, budget, alt)
+            alt = _prune(p, budget, alt, tuning.prune_evals)
             t = PlanState(p, alt).recompute_s
-            if t < best_t - 1e-12:
+            if t < best_t - _IMPROVES_S:
                 best, best_t, improved = alt, t, True
                 break
     return best
