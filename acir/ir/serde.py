@@ -1,12 +1,36 @@
 """Protobuf <-> IR. The only module that touches the generated classes.
 
 Artifacts start with the field ``magic = "acir"`` (so the first bytes of every file are
-``0a 04 61 63 69 72``) and end with ``end = "end"`` (field 15, serialised last), so that
-a file that is not acir, or that was cut short, is refused with a clear message rather
-than half-read. Serialisation is deterministic: the same Module gives the same bytes.
+``0a 04 61 63 69 72``) and end with a fixed 10-byte trailer: the field ``checksum``
+(field 14, fixed32: ``75`` and the CRC-32 in 4 little-endian bytes) and then
+``end = "end"`` (field 15: ``7a 03 65 6e 64``). Protobuf serialises fields in field-number
+order, so the trailer is always last, and ``checksum`` is the CRC-32 (zlib's, IEEE 802.3)
+of every byte before it: the serialised message minus its checksum and end fields.
+
+Why this framing: the file stays one plain protobuf message (``protoc --decode acir.Module``
+reads it, and a reader that predates the field skips it), while the check runs on the raw
+bytes, so it needs no re-serialisation and covers every byte: CRC-32 catches every
+single-byte change and every burst of up to 32 bits, a byte in the trailer itself breaks
+the trailer's layout, and a file cut short has no end marker. A failed check is a
+:class:`SerdeError` that says "corrupt" (or "truncated"); acir does not guess which part of
+a corrupt file could still be trusted. Before the check, a file that protobuf cannot parse
+is corrupt, and one whose schema version is newer than ours is refused as newer (a newer
+acir may frame its files differently, so we do not judge its checksum).
+
+Older artifacts: binary artifacts written before the checksum existed have none, and are
+refused ("re-create it with acir-capture"). Accepting them would let a corruption that
+destroys the trailer's first byte, or any corruption of an old file, through unchecked, and
+artifacts are cheap to re-create. The schema version stays 1: the field is an addition that
+older readers skip, and the version is printed on the first line of every text artifact.
+The text form carries no checksum: it is made to be edited by hand, and the verifier
+(:mod:`acir.ir.verify`) re-derives the sizes an edit could falsify.
+
+Serialisation is deterministic: the same Module gives the same bytes.
 """
 
 from __future__ import annotations
+
+import zlib
 
 from google.protobuf.message import DecodeError
 
@@ -53,6 +77,11 @@ from acir.ir.graph import (
 _END = "end"
 #: The first bytes of every binary artifact (field 1, length 4, "acir").
 BINARY_PREFIX = b"\x0a\x04" + MAGIC.encode()
+#: The tag of the checksum field (14, fixed32) and the end field as serialised (15, length 3, "end").
+_CHECKSUM_TAG = b"\x75"
+_END_FIELD = b"\x7a\x03" + _END.encode()
+#: Every binary artifact ends with this many bytes: the checksum field, then the end field.
+TRAILER_BYTES = len(_CHECKSUM_TAG) + 4 + len(_END_FIELD)
 
 
 # ---------------------------------------------------------------------------
@@ -90,7 +119,7 @@ def _arg_to_pb(a: Arg, out: pb.Arg) -> None:
 
 
 def module_to_pb(m: Module) -> pb.Module:
-    msg = pb.Module(magic=MAGIC, end=_END)
+    msg = pb.Module(magic=MAGIC)
     h, p = m.header, m.header.provenance
     msg.header.schema_version = h.schema_version
     msg.header.producer = h.producer
@@ -132,7 +161,8 @@ def _analyses_to_pb(analyses: Analyses, out: pb.Analyses) -> None:
     prof = analyses.get(PROFILE)
     if prof is not None:
         p = out.profile
-        p.revision, p.device, p.method, p.reps, p.warmup = prof.revision, prof.device, prof.method, prof.reps, prof.warmup
+        p.revision, p.device, p.method = prof.revision, prof.device, prof.method
+        p.reps, p.warmup = prof.reps, prof.warmup
         p.torch_version, p.malloc, p.measured_peak_bytes = prof.torch_version, prof.malloc, prof.measured_peak_bytes
         p.peak_node, p.iteration_s = prof.peak_node, prof.iteration_s
         for n in prof.nodes:
@@ -214,9 +244,21 @@ def analysis_from_text(key: AnalysisKey, text: str, what: str):
     return _analyses_from_pb(msg)[key]
 
 
+def checksum(payload: bytes) -> int:
+    """The CRC-32 an artifact records for ``payload``, its bytes before the trailer."""
+    return zlib.crc32(payload) & 0xFFFFFFFF
+
+
+def seal(payload: bytes) -> bytes:
+    """``payload`` (a serialised Module without checksum and end fields) with its trailer appended.
+
+    The result is what protobuf writes for the same message with ``checksum`` and ``end`` set."""
+    return payload + _CHECKSUM_TAG + checksum(payload).to_bytes(4, "little") + _END_FIELD
+
+
 def dumps(m: Module) -> bytes:
-    """The binary artifact for ``m`` (deterministic)."""
-    return module_to_pb(m).SerializeToString(deterministic=True)
+    """The binary artifact for ``m`` (deterministic), sealed with its checksum."""
+    return seal(module_to_pb(m).SerializeToString(deterministic=True))
 
 
 # ---------------------------------------------------------------------------
@@ -289,8 +331,21 @@ def module_from_pb(msg: pb.Module) -> Module:
     return Module(header, g, _analyses_from_pb(msg.analyses))
 
 
+def _trailer_crc(data: bytes) -> int | None:
+    """The CRC-32 the trailer records, or None when the file does not end with a trailer."""
+    if len(data) < len(BINARY_PREFIX) + TRAILER_BYTES or not data.endswith(_END_FIELD):
+        return None
+    at = len(data) - TRAILER_BYTES
+    if data[at:at + 1] != _CHECKSUM_TAG:
+        return None
+    return int.from_bytes(data[at + 1:at + 5], "little")
+
+
 def loads(data: bytes, source: str = "<bytes>") -> Module:
-    """Decode a binary artifact; every failure is a :class:`SerdeError` naming ``source``."""
+    """Decode a binary artifact; every failure is a :class:`SerdeError` naming ``source``.
+
+    The order of the checks: magic, protobuf parse, schema version (a newer one is refused
+    as newer, unjudged), end marker, then the checksum, then decoding into the IR."""
     if not data:
         raise SerdeError(f"{source}: empty input; expected an acir artifact (from acir-capture or acir-opt)")
     if not data.startswith(BINARY_PREFIX):
@@ -300,10 +355,25 @@ def loads(data: bytes, source: str = "<bytes>") -> Module:
     try:
         msg.ParseFromString(data)
     except DecodeError as e:
-        raise SerdeError(f"{source}: corrupt or truncated acir artifact ({e}); re-create it with acir-capture") from None
+        raise SerdeError(f"{source}: corrupt or truncated acir artifact ({e}); "
+                         "re-create it with acir-capture") from None
     if msg.header.schema_version > SCHEMA_VERSION:
         raise SerdeError(f"{source}: artifact schema version {msg.header.schema_version} is newer than this "
                          f"acir understands ({SCHEMA_VERSION}); upgrade acir (pip install -U acir)")
-    if msg.end != _END:
-        raise SerdeError(f"{source}: truncated acir artifact (its end marker is missing); re-create it")
+    if msg.end != _END or not data.endswith(_END_FIELD):
+        raise SerdeError(f"{source}: truncated or corrupt acir artifact (its end marker is missing); "
+                         "re-create it with acir-capture")
+    recorded = _trailer_crc(data)
+    if recorded is None or not msg.HasField("checksum") or msg.checksum != recorded:
+        raise SerdeError(f"{source}: corrupt acir artifact, or one written before artifacts had checksums: it does "
+                         "not end with its checksum; re-create it with acir-capture")
+    actual = checksum(data[:-TRAILER_BYTES])
+    if actual != recorded:
+        try:  # what decoding makes of it: a hint at what was damaged, never a reason to accept it
+            module_from_pb(msg)
+            hint = ""
+        except Exception as e:  # noqa: BLE001 - any failure is only a hint here
+            hint = f"; decoding it anyway fails: {e}"
+        raise SerdeError(f"{source}: corrupt acir artifact: its CRC-32 is {actual:08x}, but it records {recorded:08x} "
+                         f"(bytes were changed after it was written{hint}); re-create it with acir-capture")
     return module_from_pb(msg)
