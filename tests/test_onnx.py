@@ -29,8 +29,10 @@ from acir.viz.onnx_export import ANNOTATIONS, domain_of, onnx_bytes, to_onnx
 
 PROFILE = "profile{reps=1,warmup=0}"
 
-ELEM = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64, "bool": onnx.TensorProto.BOOL,
-        "uint8": onnx.TensorProto.UINT8, "float16": onnx.TensorProto.FLOAT16}
+T = onnx.TensorProto
+ELEM = {"float32": T.FLOAT, "float64": T.DOUBLE, "float16": T.FLOAT16, "bfloat16": T.BFLOAT16, "int64": T.INT64,
+        "int32": T.INT32, "int16": T.INT16, "int8": T.INT8, "uint8": T.UINT8, "bool": T.BOOL,
+        "complex64": T.COMPLEX64, "complex128": T.COMPLEX128}
 
 
 def attrs(node: onnx.NodeProto) -> dict:
