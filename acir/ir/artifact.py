@@ -3,10 +3,19 @@
 The binary form (:mod:`acir.ir.serde`) is what tools exchange through pipes; the text form
 (:mod:`acir.ir.text`) is for people and golden tests. Readers detect the form from the
 first bytes, so every tool accepts both.
+
+Writes to a file are atomic (:func:`write_atomic`): the bytes go to a temporary file in the
+target's directory, are flushed and fsync'd, and only then ``os.replace`` it over the target.
+So ``acir-opt x.acir -p ... -o x.acir`` never leaves ``x.acir`` half-written: a failed write
+(a full disk, a file-size limit, an exception while encoding) or a kill leaves the old file
+as it was, and on an error the temporary file is removed. Targets that are not regular files
+(``/dev/null``, a FIFO) are written in place, since replacing them would be wrong.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 
 from acir.errors import SerdeError
@@ -75,11 +84,75 @@ def write_path(module: Module, path: str | None, emit: str = "binary") -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    write_atomic(path, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once (see the module docstring); errors are :class:`SerdeError`.
+
+    A symbolic link is followed (the file it names is replaced, the link stays); a new file
+    gets the permissions ``open()`` would give it, an existing one keeps its own."""
+    target = os.path.realpath(path)
     try:
-        with open(path, "wb") as f:
-            f.write(data)
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
     except OSError as e:
         raise SerdeError(f"cannot write {path}: {e.strerror}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):  # a device or a pipe: nothing to replace
+        try:
+            with open(target, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise SerdeError(f"cannot write {path}: {e.strerror}") from None
+        return
+    folder, base = os.path.split(target)
+    tmp, fd = _temporary(folder, base, path)
+    try:
+        try:
+            if st is not None:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException as e:  # a failed write, an interrupt: the target stays as it was
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise SerdeError(f"cannot write {path}: {e.strerror or e}; it was left as it was") from None
+        raise
+    try:  # make the rename itself durable; some file systems cannot sync a directory
+        dfd = os.open(folder or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
-__all__ = ["BINARY_PREFIX", "TEXT_PREFIX", "encode", "read_bytes", "read_path", "write_path"]
+def _temporary(folder: str, base: str, path: str) -> tuple[str, int]:
+    """A new file ``.<base>.<random>.tmp`` beside the target, opened for writing (mode 0666 less the umask)."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base[:200]}.{os.urandom(6).hex()}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SerdeError(f"cannot write {path}: {e.strerror} (creating a temporary file in "
+                             f"{folder or '.'})") from None
+    raise SerdeError(f"cannot write {path}: no free temporary file name in {folder or '.'}")  # pragma: no cover
+
+
+__all__ = ["BINARY_PREFIX", "TEXT_PREFIX", "encode", "read_bytes", "read_path", "write_atomic", "write_path"]
