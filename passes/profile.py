@@ -36,8 +36,8 @@ class Profile(Pass):
     name: ClassVar[str] = "profile"
     ensures = (PROFILE,)
 
-    reps: int = field(default=5, metadata={"help": "timed iterations; each node's time is their median"})
-    warmup: int = field(default=2, metadata={"help": "untimed iterations first"})
+    reps: int = field(default=5, metadata={"help": "timed iterations; each node's time is their median", "min": 1})
+    warmup: int = field(default=2, metadata={"help": "untimed iterations first", "min": 0})
 
     def run(self, module: Module) -> PassResult:
         from acir.errors import PassFailed

@@ -98,3 +98,28 @@ def test_infeasible_message_states_the_floor():
     e = InfeasibleBudget(1288490188, 1610612736, "mutwo")
     assert isinstance(e, AcirError) and e.floor_bytes == 1610612736 and e.budget_bytes == 1288490188
     assert "smallest" in str(e) and "reachable" in str(e) and str(e).startswith("mutwo: budget 1.2 GiB")
+
+
+@pytest.mark.parametrize("text", ["10000000000000000000000000000000000000000GiB", "9223372036854775808",
+                                  "9223372036854775808B", "8388608TiB", "9" * 5000 + "GiB",
+                                  "99999999999999999999999999999.5GiB", "9223372036854775807.5"])
+def test_huge_budgets_are_one_parse_error(text):
+    """Past 2**63 - 1 bytes (the plan block's int64) a budget is refused with one sentence, never an overflow."""
+    with pytest.raises(ParseError) as e:
+        parse_budget(text)
+    msg = str(e.value)
+    assert msg.startswith("bad budget ") and "more than the largest budget, 9223372036854775807 bytes" in msg
+    assert len(msg) < 300  # a 5000-digit budget is not echoed whole
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "NaNGiB", "infGiB", "-inf", "1e400GiB", "1e3GiB"])
+def test_non_finite_or_exponent_budgets_are_unreadable(text):
+    with pytest.raises(ParseError, match=r"^bad budget .*: use bytes with a unit"):
+        parse_budget(text)
+
+
+def test_the_largest_budget_is_allowed():
+    from acir.analysis.budget import MAX_BUDGET_BYTES
+
+    assert parse_budget("9223372036854775807").bytes == MAX_BUDGET_BYTES == 2 ** 63 - 1
+    assert parse_budget("8388607TiB").bytes == 8388607 * TiB

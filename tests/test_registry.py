@@ -89,7 +89,60 @@ def test_registry_entry_that_is_not_a_pass(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_importing_the_registry_does_not_import_passes_or_torch() -> None:
-    code = ("import sys, acir.pipeline.registry, acir.pipeline.syntax; acir.pipeline.syntax.parse_pipeline('dce{a=1}'); "
+    code = ("import sys, acir.pipeline.registry, acir.pipeline.syntax; "
+            "acir.pipeline.syntax.parse_pipeline('dce{a=1}'); "
             "print('torch' in sys.modules, 'acir.passes.dce' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@dataclass(frozen=True)
+class _Ranged(Pass):
+    """A pass whose numeric options declare their valid ranges."""
+
+    name = "ranged"
+    reps: int = field(default=3, metadata={"help": "how many", "min": 1})
+    seconds: float = field(default=1.0, metadata={"help": "how long", "min": 0, "finite": True})
+    ratio: float = field(default=0.5, metadata={"help": "how much", "min": 0, "max": 1})
+    any_float: float = field(default=0.0, metadata={"help": "unbounded"})
+
+    def run(self, module) -> PassResult:
+        return PassResult(False)
+
+
+@pytest.mark.parametrize("key, text, expected", [
+    ("reps", "0", "an integer at least 1"),
+    ("reps", "-5", "an integer at least 1"),
+    ("seconds", "-1", "a finite number at least 0"),
+    ("seconds", "nan", "a finite number at least 0"),
+    ("seconds", "inf", "a finite number at least 0"),
+    ("seconds", "-0.001", "a finite number at least 0"),
+    ("ratio", "1.5", "a number from 0 to 1"),
+    ("ratio", "nan", "a number from 0 to 1"),
+])
+def test_out_of_range_options_are_one_parse_error(key, text, expected) -> None:
+    with pytest.raises(ParseError) as e:
+        _Ranged.from_options({key: text})
+    assert str(e.value) == f"pass 'ranged' option '{key}': {text!r} is out of range; expected {expected}"
+
+
+def test_in_range_options_and_unbounded_ones() -> None:
+    p = _Ranged.from_options({"reps": "1", "seconds": "0", "ratio": "1", "any-float": "nan"})
+    assert (p.reps, p.seconds, p.ratio) == (1, 0.0, 1.0) and p.any_float != p.any_float
+    assert _Ranged.from_options({"any-float": "-inf"}).any_float == float("-inf")
+    info = {o.key: o for o in _Ranged.options()}
+    assert (info["reps"].minimum, info["reps"].maximum, info["seconds"].finite) == (1, None, True)
+    assert info["any-float"].valid_range() == ""
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("optimal{budget=60%,time-limit=-1}", "pass 'optimal' option 'time-limit': '-1' is out of range; "
+                                          "expected a finite number at least 0"),
+    ("optimal{budget=60%,time-limit=nan}", "'nan' is out of range"),
+    ("profile{reps=0}", "pass 'profile' option 'reps': '0' is out of range; expected an integer at least 1"),
+    ("profile{warmup=-1}", "pass 'profile' option 'warmup': '-1' is out of range; expected an integer at least 0"),
+])
+def test_the_passes_numeric_options_are_ranged(spec, words) -> None:
+    with pytest.raises(ParseError) as e:
+        registry.build_pipeline(spec)
+    assert words in str(e.value)

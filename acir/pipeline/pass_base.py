@@ -2,7 +2,11 @@
 
 As in xDSL, a pass *is* its configuration and prints back to pipeline text
 (:meth:`Pass.spec`); its options are typed fields, parsed from ``{key=value}`` text by
-their declared types. What a pass needs from earlier passes is declared with typed
+their declared types. A numeric option declares its valid range in its field metadata
+(``metadata={"help": ..., "min": 0, "max": 10, "finite": True}``: bounds inclusive, and
+``finite`` refuses nan and infinities), so that ``time-limit=-1`` or ``nan`` is refused
+with one sentence when the pipeline is parsed, before any input is read, rather than
+taken, or found out deep inside a solver. What a pass needs from earlier passes is declared with typed
 analysis keys (``requires``, ``preserves``, ``ensures``: :mod:`acir.ir.analyses`), not
 discovered at run time from a missing key, so the manager (:mod:`acir.pipeline.manager`)
 can refuse a pipeline with the fix in the message and keep every analysis fresh.
@@ -11,6 +15,7 @@ can refuse a pipeline with the fix in the message and keep every analysis fresh.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,10 +49,36 @@ class OptionInfo:
     type: type
     default: object  # dataclasses.MISSING when the option is required
     help: str
+    minimum: int | float | None = None  # the smallest valid value (metadata "min"), inclusive
+    maximum: int | float | None = None  # the largest valid value (metadata "max"), inclusive
+    finite: bool = False  # metadata "finite": nan and infinities are refused
 
     @property
     def required(self) -> bool:
         return self.default is dataclasses.MISSING
+
+    def valid_range(self) -> str:
+        """The valid values in words ("a finite number at least 0"), or "" when any value of the type is."""
+        what = {int: "an integer", float: "a finite number" if self.finite else "a number"}.get(self.type, "")
+        if self.minimum is not None and self.maximum is not None:
+            bounds = f" from {format_option(self.minimum)} to {format_option(self.maximum)}"
+        elif self.minimum is not None:
+            bounds = f" at least {format_option(self.minimum)}"
+        elif self.maximum is not None:
+            bounds = f" at most {format_option(self.maximum)}"
+        else:
+            bounds = ""
+        return what + bounds if bounds or self.finite else ""
+
+    def in_range(self, value: object) -> bool:
+        """Is ``value`` (of the option's type) within the declared range? nan never is when bounded or finite."""
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return True
+        if self.finite and not math.isfinite(value):
+            return False
+        if self.minimum is not None and not value >= self.minimum:
+            return False
+        return self.maximum is None or value <= self.maximum
 
 
 def format_option(value: object) -> str:
@@ -118,7 +149,9 @@ class Pass:
             default = f.default
             if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
-            out.append(OptionInfo(f.name.replace("_", "-"), f.name, t, default, f.metadata.get("help", "")))
+            md = f.metadata
+            out.append(OptionInfo(f.name.replace("_", "-"), f.name, t, default, md.get("help", ""),
+                                  md.get("min"), md.get("max"), bool(md.get("finite", False))))
         return out
 
     @classmethod
@@ -136,7 +169,11 @@ class Pass:
                 raise ParseError(f"pass '{cls.name}' has no option '{key}'; it takes no options")
             if opt.field in values:
                 raise ParseError(f"pass '{cls.name}' option '{opt.key}' given twice")
-            values[opt.field] = _parse_option(cls.name, opt, text)
+            value = _parse_option(cls.name, opt, text)
+            if not opt.in_range(value):
+                raise ParseError(f"pass '{cls.name}' option '{opt.key}': {text.strip()!r} is out of range; "
+                                 f"expected {opt.valid_range()}")
+            values[opt.field] = value
         for o in infos:
             if o.required and o.field not in values:
                 raise ParseError(f"pass '{cls.name}' needs option '{o.key}' ({o.help}), "

@@ -56,8 +56,10 @@ class Optimal(Pass):
     preserves = (PROFILE, LIVENESS)
     ensures = (PLAN,)
 
-    budget: str = field(metadata={"help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
-    time_limit: float = field(default=30.0, metadata={"help": "seconds for the solver; the best plan so far is kept"})
+    budget: str = field(metadata={
+        "help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
+    time_limit: float = field(default=30.0, metadata={"help": "seconds for the solver; the best plan so far is kept",
+                                                      "min": 0, "finite": True})
 
     def run(self, module: Module) -> PassResult:
         from acir.passes.mutwo.solver import reachable_floor  # the warm start's planner knows it
