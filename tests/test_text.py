@@ -260,7 +260,7 @@ def _relabel(m: Module, draw) -> Module:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(modules())
 def test_random_modules_round_trip(m):
-    assert problems(m) == []
+    assert problems(m, rederive=False) == []  # random ops on random arguments: the structure only
     text = print_module(m)
     back = parse_module(text)
     assert print_module(back) == text

@@ -24,7 +24,7 @@ def _body(args) -> int:
     from acir.runtime.lower import python_source
 
     module = read_path(args.file)
-    verify(module)
+    verify(module, rederive=not args.no_rederive)
     src = python_source(module)
     if args.output in (None, "-"):
         sys.stdout.write(src)
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                     "Python source.", EPILOG)
     p.add_argument("file", nargs="?", default="-", help="artifact (binary or text); default: stdin")
     p.add_argument("-o", "--output", help="output .py file (default stdout)")
+    p.add_argument("--no-rederive", action="store_true",
+                   help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
     return run_cli("acir-lower", p, _body, argv)
 
 

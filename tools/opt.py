@@ -53,6 +53,8 @@ def make_arg_parser() -> argparse.ArgumentParser:
                    help="output form (default: binary); onnx: the annotated graph as an ONNX model to browse "
                         "in Netron, not read back by any tool (docs/onnx.md)")
     p.add_argument("--no-verify", action="store_true", help="do not verify the IR before and between passes")
+    p.add_argument("--no-rederive", action="store_true",
+                   help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
     p.add_argument("--print-ir-after-all", action="store_true", help="print the text IR after every pass to stderr")
     p.add_argument("--print-ir-after-change", action="store_true",
                    help="print the text IR to stderr after each pass that changed the graph")
@@ -132,7 +134,7 @@ def _body(args: argparse.Namespace) -> int:
     if args.output in (None, "-") and args.emit == "onnx" and sys.stdout.isatty():
         raise SerdeError("refusing to write an ONNX model (binary) to a terminal; use -o FILE.onnx or a pipe")
     module = read_path(args.input)
-    pm = PassManager(passes, verify=not args.no_verify,
+    pm = PassManager(passes, verify=not args.no_verify, rederive=not args.no_rederive,
                      print_ir_after_all=sys.stderr if args.print_ir_after_all else None,
                      print_ir_after_change=sys.stderr if args.print_ir_after_change else None,
                      time_passes=args.time_passes, keep_reproducer=args.reproducer is not None)

@@ -46,6 +46,8 @@ def _parser():
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--model", help="rebuild from this model spec instead of the recorded one (e.g. a moved file.py:make)")
     p.add_argument("--seed", type=int, default=1234, help="RNG seed set right before each checked step (default 1234)")
+    p.add_argument("--no-rederive", action="store_true",
+                   help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
     return p
 
 
@@ -67,7 +69,7 @@ def _body(args) -> int:
     if args.iters < 1 or args.warmup < 0:
         raise RunError("--iters must be at least 1 and --warmup at least 0")
     module = read_path(args.file)
-    verify(module)
+    verify(module, rederive=not args.no_rederive)
     prov = provenance_for(module, args.model)
     if prov.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("the artifact was captured for CUDA, but torch sees no CUDA device here")
@@ -75,7 +77,7 @@ def _body(args) -> int:
     other = other_gm = None
     if args.against:
         other = read_path(args.against)
-        verify(other)
+        verify(other, rederive=not args.no_rederive)
         _same_workload(module, other, args.against)
         other_gm = lower(other)
     result: dict = {"model": prov.model, "batch_size": prov.batch_size, "nodes": len(module.graph.nodes),

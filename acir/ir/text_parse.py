@@ -3,11 +3,21 @@
 One method per line kind over (line, position); errors carry the column, and
 :func:`parse_text` turns them into a :class:`~acir.errors.ParseError` naming the source,
 the line and the column. The low-level readers live in :mod:`acir.ir.text_lex`.
+
+The parser also remembers which line defined each node, value and storage
+(:class:`SourceMap`), so that the verifier, which runs later (in the pass manager, say),
+can name the line of a problem: ``r18.txt:325: v316: ...``. The IR is plain data with no room
+for it (and the protobuf has no such field), so the map is kept beside the module, for the
+last few modules parsed, and :func:`source_map` hands it out only while the module's graph
+revision is the one it was parsed at: after a pass changes the graph, the lines no longer
+describe it.
 """
 
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from acir.errors import ParseError, SerdeError
 from acir.ir.analyses import BY_NAME, Analyses
@@ -44,13 +54,47 @@ from acir.ir.text import (
 )
 from acir.ir.text_lex import Bad, expect, expect_end, read_call, read_int, read_ints, read_string, read_word
 
-__all__ = ["parse_text"]
+__all__ = ["SourceMap", "parse_text", "source_map"]
 
 
+@dataclass
+class SourceMap:
+    """Where a parsed module's items were defined: 1-based line numbers of ``source``."""
+
+    source: str
+    revision: int  # the graph revision the lines describe
+    nodes: dict[int, int] = field(default_factory=dict)     # node id -> its line
+    values: dict[int, int] = field(default_factory=dict)    # value id -> the line that defines it
+    storages: dict[int, int] = field(default_factory=dict)  # storage id -> the line that first mentions it
+
+
+#: id(module) -> (module, its map), for the last few modules parsed; the module is held so that
+#: its id cannot be reused by another while the entry exists.
+_SOURCES: OrderedDict[int, tuple[Module, SourceMap]] = OrderedDict()
+_SOURCES_KEPT = 4
+
+
+def source_map(m: Module) -> SourceMap | None:
+    """The lines ``m`` was parsed from, if it came from :func:`parse_text` and its graph has not changed since."""
+    entry = _SOURCES.get(id(m))
+    if entry is None or entry[0] is not m or entry[1].revision != m.header.revision:
+        return None
+    return entry[1]
+
+
+def _remember(m: Module, src: SourceMap) -> None:
+    _SOURCES[id(m)] = (m, src)
+    _SOURCES.move_to_end(id(m))
+    while len(_SOURCES) > _SOURCES_KEPT:
+        _SOURCES.popitem(last=False)
 
 
 class _Reader:
     def __init__(self) -> None:
+        self.lineno = 0
+        self.node_lines: dict[int, int] = {}
+        self.value_lines: dict[int, int] = {}
+        self.storage_lines: dict[int, int] = {}
         self.values: dict[int, Value] = {}
         self.storages: dict[int, Storage] = {}
         self.header = Header()
@@ -86,6 +130,7 @@ class _Reader:
             if not device:
                 device, j = read_word(s, j, _BARE_DEVICE, "a device after '@'")
             self.storages[sid] = Storage(sid, int(nbytes_s), device)
+            self.storage_lines[sid] = self.lineno
         elif sid not in self.storages:
             raise Bad(i, f"storage s{sid} is used before its first mention with a size (s{sid}=<nbytes>B@<device>)")
         r = _ROLE.match(s, j)
@@ -94,6 +139,7 @@ class _Reader:
             raise Bad(j + 1, f"unknown role; expected one of {', '.join(_ROLES)}")
         self.values[vid] = Value(vid, shape[0], dtype, strides, sid, int(off_s) if off_s else 0,
                                  shape[1] * size, role)
+        self.value_lines[vid] = self.lineno
         return ValueRef(vid), r.end()
 
     def outputs(self, s: str, i: int):
@@ -188,6 +234,7 @@ class _Reader:
             i = len(s)
         expect_end(s, i)
         self.graph.nodes.append(Node(nid, name, op, args, kwargs, outs, region, module, recompute_of))
+        self.node_lines.setdefault(nid, self.lineno)
 
     def output(self, s: str) -> None:
         i = len("output")
@@ -265,6 +312,7 @@ def parse_text(text: str, source: str = "<text>") -> Module:
         s = raw.strip(" \t\r")
         if not s or s[0] == "#":
             continue
+        r.lineno = lineno
         try:
             phase = r.line(s.partition(" ")[0], s, phase)
         except Bad as e:
@@ -278,4 +326,6 @@ def parse_text(text: str, source: str = "<text>") -> Module:
         raise ParseError(f"{source}:{last}: missing the final 'output' line (is the text truncated?)")
     r.graph.storages = list(r.storages.values())
     r.graph.values = r.values
-    return Module(r.header, r.graph, r.analyses)
+    m = Module(r.header, r.graph, r.analyses)
+    _remember(m, SourceMap(source, r.header.revision, r.node_lines, r.value_lines, r.storage_lines))
+    return m

@@ -68,6 +68,11 @@ def _restamp(block: object, revision: int) -> object:
 class PassManager:
     """Runs passes in order over one module, with verification and bookkeeping around each.
 
+    ``rederive`` makes each verification also re-derive every node's outputs on meta tensors
+    (:func:`acir.ir.verify.rederive`; ignored when ``verify`` is off). The CLIs turn it on, since
+    they read files a person may have edited (``--no-rederive`` opts out); it is off by default
+    here, for graphs built in code, whose annotations need only be consistent, not torch's (the
+    tests' hand-made fixtures, a planner's toy problem).
     Wall time is always measured (it is cheap); ``time_passes`` says the caller wants
     :meth:`timing_report`. ``keep_reproducer`` deep-copies the module before each pass so that a failure can be
     replayed; it is off by default because copying a 15k-node graph per pass is costly.
@@ -75,7 +80,7 @@ class PassManager:
     default the registry's passes; tests give their own).
     """
 
-    def __init__(self, passes: Sequence[Pass], *, verify: bool = True,
+    def __init__(self, passes: Sequence[Pass], *, verify: bool = True, rederive: bool = False,
                  print_ir_after_all: TextIO | None = None, print_ir_after_change: TextIO | None = None,
                  time_passes: bool = False, keep_reproducer: bool = False,
                  on_pass_start: Callable[[int, Pass], None] | None = None,
@@ -83,6 +88,7 @@ class PassManager:
                  producers: Callable[[str], Pass] | None = None) -> None:
         self.passes = list(passes)
         self.verify = verify
+        self.rederive = rederive
         self.print_ir_after_all = print_ir_after_all
         self.print_ir_after_change = print_ir_after_change
         self.time_passes = time_passes
@@ -98,7 +104,7 @@ class PassManager:
         from acir.ir.verify import verify
 
         t0 = time.perf_counter()
-        verify(module)
+        verify(module, rederive=self.rederive)
         dt = time.perf_counter() - t0
         self.verify_seconds += dt
         return dt
