@@ -12,7 +12,9 @@ The schedule is derived from the graph alone. Optimizer nodes are grouped by the
 they touch (one group per parameter with per-tensor Adam or SGD: its gradient, its state,
 itself); a group moves, in its own order, to just after the latest of: the producers of
 what it reads, and every backward node that reads or writes a storage the group writes
-(so no backward node ever sees an updated parameter). Each update reads exactly the
+(so no backward node ever sees an updated parameter); a parameter's optimizer state is in
+its group even where no op links them (Adam's step counter, whose bias corrections the host
+computes). Each update reads exactly the
 values it read before and nothing reads what it writes any earlier, so the step computes
 the same numbers bit for bit (``acir-run --check`` proves it for every model). Groups
 that share state (a ``foreach`` optimizer's lists) simply stay at the end.
@@ -23,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from acir.ir.graph import Module, Region
+from acir.ir.graph import InputKind, Module, Region
 from acir.pipeline.pass_base import Pass, PassResult
 
 
@@ -76,6 +78,12 @@ class InterleaveOptimizer(Pass):
             first = next(iter(touched[r]), None)
             for s in touched[r]:
                 uf.union(first, s)
+        # a parameter's state belongs to its update even where no op links them (Adam's step counter,
+        # incremented on its own, its bias corrections being the host's): one group per parameter
+        param_storage = {i.name: storage_of[i.value] for i in g.inputs if i.kind is InputKind.PARAMETER}
+        for i in g.inputs:
+            if i.kind is InputKind.OPTIMIZER_STATE and i.name.rsplit(":", 1)[0] in param_storage:
+                uf.union(param_storage[i.name.rsplit(":", 1)[0]], storage_of[i.value])
         # the last non-optimizer node that reads or writes each storage
         last_other: dict[int, int] = {}
         for r, n in enumerate(nodes):

@@ -31,14 +31,15 @@ def test_other_optimizers(captured, optimizer):
 
 
 def test_check_detects_a_wrong_graph(captured):
-    """Change Adam's first-moment weight in the graph: the check must notice and name what differs."""
+    """Replace Adam's first-moment weight (a HYPERPARAM input) by a wrong constant: the check must notice and
+    name what differs."""
     import copy
 
     from acir.ir.graph import Region
 
     m = copy.deepcopy(captured("mlp"))
     node = next(n for n in m.graph.nodes if n.region is Region.OPTIMIZER and n.op == "aten.lerp_.Scalar")
-    node.args[2] = node.args[2] * 0.5
+    node.args[2] = 0.05  # 1 - beta1 is 0.1
     report = _check(m)
     assert not report.ok
     assert "optimizer state" in report.summary()
@@ -68,7 +69,7 @@ def test_python_source_runs(captured, tmp_path):
     import torch
 
     from acir.frontend.rebuild import rebuild
-    from acir.runtime.lower import input_tensors, python_source
+    from acir.runtime.lower import BoundStep, python_source
 
     m = captured("mlp")
     path = tmp_path / "step.py"
@@ -76,7 +77,7 @@ def test_python_source_runs(captured, tmp_path):
     ns = runpy.run_path(str(path))
     model, opt, loss_fn, batch = rebuild(m.header.provenance)
     with torch.no_grad():
-        (loss,) = ns["step"](*input_tensors(m, model, opt, batch))
+        (loss,) = ns["step"](*BoundStep(m, model, opt).inputs(batch))  # the optimizer's floats included
     assert loss.shape == ()
 
 
@@ -128,14 +129,13 @@ def test_compile_api_matches_eager_over_steps():
     from torch import nn
 
     import acir
-    from acir.frontend.optim import eager_step, prepare
+    from acir.frontend.optim import eager_step
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 4))
     ref = copy.deepcopy(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
-    prepare(ref_opt)
 
     def loss_fn(m, b):
         return nn.functional.mse_loss(m(b[0]), b[1])
@@ -152,5 +152,5 @@ def test_compile_api_matches_eager_over_steps():
         assert torch.equal(p, q)
     for p, q in zip(model.buffers(), ref.buffers()):
         assert torch.equal(p, q)
-    with pytest.raises(acir.errors.RunError, match="captured for"):
-        step((torch.randn(6, 8), torch.randn(6, 4)))
+    with pytest.raises(acir.errors.RunError, match="dtypes and devices"):
+        step((torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 4)))

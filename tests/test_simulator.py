@@ -233,12 +233,11 @@ def _capture_real(model, batch, loss_fn, optimizer: str):
     """Capture the step from real tensors; returns (module, model, opt) copies untouched by tracing."""
     import torch
 
-    from acir.frontend.optim import make_optimizer, optimizer_options, prepare
+    from acir.frontend.optim import make_optimizer, optimizer_options
     from acir.frontend.step import module_from_workload
     from acir.ir.graph import Provenance
 
     opt = make_optimizer(optimizer, model.parameters(), 1e-2)
-    prepare(opt)
     run_model, run_opt = copy.deepcopy((model, opt))
     prov = Provenance(model="<tests/models/random_stacks.py>", batch_size=len(batch[0]), optimizer=optimizer,
                       optimizer_options=optimizer_options(opt), torch_version=torch.__version__)

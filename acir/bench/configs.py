@@ -112,10 +112,13 @@ def _eager_runner(spec: ConfigSpec, model, opt, loss_fn, batch, info: dict | Non
 
 
 def _acir_runner(spec: ConfigSpec, module, model, opt, batch, info: dict) -> Runner:
-    from acir.api import Step
+    import torch
 
-    step = Step(module, model, opt)
-    return Runner(spec, model, opt, batch, lambda: step(batch), lambda: step._bound.inputs(batch), info)
+    from acir.runtime.lower import BoundStep
+
+    step = BoundStep(module, model, opt)
+    return Runner(spec, model, opt, batch, lambda: step(batch),
+                  lambda: [t for t in step.inputs(batch) if isinstance(t, torch.Tensor)], info)
 
 
 class Builder:

@@ -52,6 +52,8 @@ class _Importer:
         self.storage_role: dict[int, Role] = {}
         self.keepalive: list = []
         self.grad_storages: set = set()
+        self.sentinels: dict[float, str] = {}      # stand-in float -> HYPERPARAM input name
+        self.hyperparams: dict[str, ValueRef] = {}
 
     def storage_key(self, t):
         return self._weakref(t.untyped_storage())
@@ -96,6 +98,19 @@ class _Importer:
         self.graph.inputs.append(GraphInput(ref.id, InputKind.CONSTANT, name, data))
         return ref
 
+    def hyperparam(self, name: str) -> ValueRef:
+        """The HYPERPARAM graph input ``name``, made on its first use: a Python number at run time,
+        so a 0-d float64 value whose storage has no bytes."""
+        ref = self.hyperparams.get(name)
+        if ref is None:
+            sid = len(self.graph.storages)
+            self.graph.storages.append(Storage(sid, 0, "cpu"))
+            vid = len(self.graph.values)
+            self.graph.values[vid] = Value(vid, (), "float64", (), sid, 0, 0, Role.INPUT)
+            self.graph.inputs.append(GraphInput(vid, InputKind.HYPERPARAM, name))
+            ref = self.hyperparams[name] = ValueRef(vid)
+        return ref
+
     def outputs(self, val, role_if_new: Role):
         if val is None:
             return None
@@ -104,7 +119,7 @@ class _Importer:
         return self.new_value(val, role_if_new)
 
 
-def _arg(a, env: dict, where: str):
+def _arg(a, env: dict, where: str, imp: _Importer | None = None):
     import torch
     import torch.fx as fx
 
@@ -112,10 +127,12 @@ def _arg(a, env: dict, where: str):
         if a not in env:
             raise CaptureError(f"{where}: uses {a.name}, which produced no tensor")
         return env[a]
+    if type(a) is float and imp is not None and a in imp.sentinels:
+        return imp.hyperparam(imp.sentinels[a])
     if a is None or isinstance(a, (bool, int, float, str)):
         return a
     if isinstance(a, (list, tuple)):
-        return [_arg(x, env, where) for x in a]
+        return [_arg(x, env, where, imp) for x in a]
     if isinstance(a, torch.dtype):
         return DType(str(a).removeprefix("torch."))
     if isinstance(a, torch.device):
@@ -141,6 +158,7 @@ def import_step(traced: TracedStep) -> Graph:
     import torch
 
     imp = _Importer()
+    imp.sentinels = dict(traced.sentinels)
     g = imp.graph
     for grad in traced.grads:
         imp.grad_storages.add(imp.storage_key(grad))
@@ -149,6 +167,8 @@ def import_step(traced: TracedStep) -> Graph:
     if len(placeholders) != len(traced.inputs):
         raise CaptureError(f"traced graph has {len(placeholders)} inputs, expected {len(traced.inputs)}")
     for ph, (kind, name) in zip(placeholders, traced.inputs):
+        if kind is InputKind.OPTIMIZER_STATE and not ph.users:
+            continue  # the state of a parameter that got no gradient: torch's step does not touch it
         ref = imp.new_value(ph.meta["val"], INPUT_ROLE[kind])
         g.inputs.append(GraphInput(ref.id, kind, name))
         env[ph] = ref
@@ -190,8 +210,8 @@ def import_step(traced: TracedStep) -> Graph:
             module = marks.get(fxn, module)
             continue
         where = f"{fxn.name} ({target})"
-        args = [_arg(a, env, where) for a in fxn.args]
-        kwargs = {k: _arg(v, env, where) for k, v in fxn.kwargs.items()}
+        args = [_arg(a, env, where, imp) for a in fxn.args]
+        kwargs = {k: _arg(v, env, where, imp) for k, v in fxn.kwargs.items()}
         if region is Region.FORWARD:
             role = Role.ACTIVATION
         elif region is Region.BACKWARD:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from acir import __version__
 from acir.errors import CaptureError
+from acir.frontend.optim.updates import Updates
 from acir.ir.graph import Header, Module, Provenance
 
 
@@ -34,7 +35,7 @@ def build_workload(opts: CaptureOptions | Provenance):
     import torch
 
     from acir.frontend import zoo
-    from acir.frontend.optim import make_optimizer, prepare
+    from acir.frontend.optim import make_optimizer
 
     torch.manual_seed(opts.seed)
     lr = opts.lr if isinstance(opts, CaptureOptions) else float(opts.optimizer_options.get("lr", "0.001"))
@@ -45,15 +46,23 @@ def build_workload(opts: CaptureOptions | Provenance):
 
         wl.batch = tree_map(lambda t: t.to(opts.device) if isinstance(t, torch.Tensor) else t, wl.batch)
     opt = make_optimizer(opts.optimizer, wl.model.parameters(), lr)
-    prepare(opt)
     return wl, opt
 
 
-def module_from_workload(model, opt, loss_fn, batch, provenance: Provenance) -> Module:
+def module_from_workload(model, opt, loss_fn, batch, provenance: Provenance,
+                         clip_grad_norm: float | None = None, updates: Updates | None = None) -> Module:
+    """Capture one training step of ``model`` with ``opt`` exactly as built, with ``updates``
+    (by default planned now: the optimizer's state is created as torch's step would create
+    it); state created for parameters that get no gradient is removed again."""
     from acir.frontend.fx_import import import_step
+    from acir.frontend.optim import check_optimizer
+    from acir.frontend.optim.updates import plan_updates
     from acir.frontend.trace import trace_step
 
-    traced = trace_step(model, opt, loss_fn, batch)
+    if updates is None:
+        updates = plan_updates(model, opt, check_optimizer(opt, model))
+    traced = trace_step(model, opt, loss_fn, batch, updates, clip_grad_norm)
+    updates.discard_created(set(traced.updated), opt.state)
     graph = import_step(traced)
     return Module(Header(producer=f"acir {__version__}", provenance=provenance), graph)
 

@@ -2,9 +2,11 @@
 
 The recipe (../shared/TORCH-NOTES.md): parameters, buffers, optimizer state and batch
 leaves become explicit graph inputs (``_reparametrize_module`` with ``tie_weights`` for
-models such as BERT whose embeddings are tied; the optimizer's param groups and state are
-swapped for the traced tensors while the step runs), then ``loss.backward()`` and
-``opt.step()`` are traced inside the function. Tracing runs under fake tensors, so a batch
+models such as BERT whose embeddings are tied), then ``loss.backward()``, gradient
+clipping when asked, and each parameter's update as the optimizer's rule reproduces it
+(:mod:`acir.frontend.optim`) are traced inside the function; the update's floats are
+stand-ins (:func:`sentinel`) that capture turns into ``HYPERPARAM`` graph inputs, so the
+live hyper-parameters are read at every call. Tracing runs under fake tensors, so a batch
 that would not fit in memory costs none.
 
 Regions are recorded by position: the last graph node when the loss is computed ends the
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acir.errors import CaptureError
+from acir.frontend.optim.updates import Updates
 from acir.ir.graph import InputKind
 
 
@@ -32,6 +35,8 @@ class TracedStep:
     backward_end: Any = None                  # last fx node of the backward
     module_marks: list[tuple[Any, str]] = field(default_factory=list)  # (last node before, path from then on)
     grads: list[Any] = field(default_factory=list)  # the traced p.grad tensors (fake)
+    sentinels: dict[float, str] = field(default_factory=dict)  # stand-in float -> its HYPERPARAM input's name
+    updated: list[str] = field(default_factory=list)  # the parameters the optimizer updated, in order
 
 
 def batch_leaves(batch) -> tuple[list[tuple[str, Any]], Any]:
@@ -53,33 +58,40 @@ def rebuild_batch(batch, tensors: list):
     return tree_unflatten([next(it) if isinstance(x, torch.Tensor) else x for x in leaves], spec)
 
 
-def step_inputs(model, opt, batch) -> tuple[list[tuple[InputKind, str]], list]:
-    """The graph inputs of a step, in order: parameters, buffers, optimizer state, batch."""
-    params = dict(model.named_parameters())
-    names_of = {id(p): n for n, p in params.items()}
+def step_inputs(model, opt, batch, updates: Updates) -> tuple[list[tuple[InputKind, str]], list]:
+    """The graph inputs of a step, in order: parameters, buffers, the optimizer state of the
+    parameters ``updates`` names (as its rule lists it), batch tensors."""
+    import torch
+
     kinds: list[tuple[InputKind, str]] = []
     tensors: list = []
-    for n, p in params.items():
+    for n, p in model.named_parameters():
         kinds.append((InputKind.PARAMETER, n))
         tensors.append(p)
     for n, b in model.named_buffers():
         kinds.append((InputKind.MODULE_BUFFER, n))
         tensors.append(b)
-    for group in opt.param_groups:
-        for p in group["params"]:
-            if id(p) not in names_of:
-                raise CaptureError("the optimizer holds a parameter that is not in the model")
-            for key, t in opt.state[p].items():
-                if not isinstance(t, __import__("torch").Tensor):
-                    raise CaptureError(f"optimizer state {names_of[id(p)]}:{key} is not a tensor; "
-                                       "acir needs tensor state (capturable optimizers)")
-                kinds.append((InputKind.OPTIMIZER_STATE, f"{names_of[id(p)]}:{key}"))
-                tensors.append(t)
+    for u in updates.items:
+        state = opt.state[u.param]
+        for key in updates.rule.state_keys(opt.param_groups[u.group]):
+            t = state.get(key)
+            if not isinstance(t, torch.Tensor):
+                raise CaptureError(f"optimizer state {u.name}:{key} is {type(t).__name__}, not a tensor; was the "
+                                   "optimizer's state changed by hand?")
+            kinds.append((InputKind.OPTIMIZER_STATE, f"{u.name}:{key}"))
+            tensors.append(t)
     leaves, _ = batch_leaves(batch)
     for name, t in leaves:
         kinds.append((InputKind.BATCH, name))
         tensors.append(t)
     return kinds, tensors
+
+
+#: Stand-ins for the optimizer's floats while tracing: each HYPERPARAM input gets one, and
+#: capture maps the float back to the input wherever an op receives it (no real constant is
+#: this far out: a huge negative power of two, a different mantissa for each).
+def sentinel(k: int) -> float:
+    return -(2.0 ** 100) * (1.0 + k / 2.0 ** 24)
 
 
 def _last_node(graph):
@@ -154,21 +166,23 @@ def _mark_backward_modules(loss, marks: list) -> None:
         todo.extend(nf for nf, _ in fn.next_functions)
 
 
-def trace_step(model, opt, loss_fn, batch) -> TracedStep:
-    """Trace ``zero_grad; loss_fn(model, batch).backward(); opt.step()`` into an fx graph."""
+def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None = None) -> TracedStep:
+    """Trace ``loss_fn(model, batch).backward()``, gradient clipping when asked, and the optimizer's
+    updates (``updates``: the parameters with a gradient, each as its rule reproduces it) into an fx graph."""
     import torch
     from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
     from torch.nn.utils.stateless import _reparametrize_module
 
-    from acir.frontend.optim import cpu_capturable
-
-    kinds, tensors = step_inputs(model, opt, batch)
+    kinds, tensors = step_inputs(model, opt, batch, updates)
     n_params = sum(1 for k, _ in kinds if k is InputKind.PARAMETER)
     n_buffers = sum(1 for k, _ in kinds if k is InputKind.MODULE_BUFFER)
     state_slots = [(n.rsplit(":", 1)) for k, n in kinds if k is InputKind.OPTIMIZER_STATE]
     param_names = [n for k, n in kinds if k is InputKind.PARAMETER]
     buffer_names = [n for k, n in kinds if k is InputKind.MODULE_BUFFER]
     traced = TracedStep(gm=None, inputs=kinds)
+    scalars = updates.scalar_values()
+    traced.sentinels = {sentinel(k): name for k, name in enumerate(scalars)}
+    by_key = {name: s for s, name in traced.sentinels.items()}
 
     def step(*flat):
         params = flat[:n_params]
@@ -177,37 +191,33 @@ def trace_step(model, opt, loss_fn, batch) -> TracedStep:
         leaves = flat[n_params + n_buffers + len(state_slots):]
         by_name = dict(zip(param_names, params))
         mapping = {**by_name, **dict(zip(buffer_names, buffers))}
-        orig = dict(model.named_parameters())
-        new_of = {id(orig[n]): by_name[n] for n in param_names}
-        saved_groups = [g["params"] for g in opt.param_groups]
-        saved_state = opt.state
-        new_state: dict = {}
+        new_state: dict[str, dict] = {}
         for (pname, key), t in zip(state_slots, state):
-            new_state.setdefault(by_name[pname], {})[key] = t
-        try:
-            for g in opt.param_groups:
-                g["params"] = [new_of[id(p)] for p in g["params"]]
-            opt.state = new_state
-            with _reparametrize_module(model, mapping, tie_weights=True):
-                for p in params:
-                    p.grad = None
-                loss = loss_fn(model, rebuild_batch(batch, list(leaves)))
-                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                    raise CaptureError("loss_fn must return a scalar tensor")
-                graph = get_proxy_mode().tracer.graph
-                traced.forward_end = _last_node(graph)
-                _mark_backward_modules(loss, traced.module_marks)
-                loss.backward()
-                traced.module_marks.append((_last_node(graph), ""))
-                traced.backward_end = _last_node(graph)
-                traced.grads = [p.grad for p in params if p.grad is not None]
-                with cpu_capturable():
-                    opt.step()
-            return (loss.detach(),)
-        finally:
-            for g, ps in zip(opt.param_groups, saved_groups):
-                g["params"] = ps
-            opt.state = saved_state
+            new_state.setdefault(pname, {})[key] = t
+        with _reparametrize_module(model, mapping, tie_weights=True):
+            for p in params:
+                p.grad = None
+            loss = loss_fn(model, rebuild_batch(batch, list(leaves)))
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise CaptureError("loss_fn must return a scalar tensor")
+            graph = get_proxy_mode().tracer.graph
+            traced.forward_end = _last_node(graph)
+            _mark_backward_modules(loss, traced.module_marks)
+            loss.backward()
+            traced.module_marks.append((_last_node(graph), ""))
+            traced.backward_end = _last_node(graph)
+            traced.grads = [p.grad for p in params if p.grad is not None]
+            with torch.no_grad():
+                if clip_grad_norm is not None:
+                    _clip(model, clip_grad_norm)
+                for u in updates.items:
+                    p = by_name[u.name]
+                    if p.grad is None:
+                        continue  # torch skips a parameter without a gradient
+                    s = {k: by_key[f"{u.name}:{k}"] for k in u.step.scalars}
+                    updates.rule.update(p, p.grad, new_state.get(u.name, {}), s, u.step.flags)
+                    traced.updated.append(u.name)
+        return (loss.detach(),)
 
     try:
         with _module_marks(model, traced.module_marks):
@@ -218,3 +228,15 @@ def trace_step(model, opt, loss_fn, batch) -> TracedStep:
         raise CaptureError(f"the training step could not be traced: {type(e).__name__}: {e}".rstrip()
                            + " (run with --traceback for where)") from e
     return traced
+
+
+def _clip(model, max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` with its defaults, as the
+    eager loop calls it: on real tensors its default picks the foreach kernels, which fake
+    tensors would not, so that choice is made here the way eager makes it."""
+    import torch
+    from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+
+    params = [p for p in model.parameters() if p.grad is not None]
+    foreach = all(p.device.type in _get_foreach_kernels_supported_devices() + ["cpu"] for p in params) or None
+    torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)

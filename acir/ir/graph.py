@@ -46,6 +46,7 @@ class InputKind(enum.Enum):
     OPTIMIZER_STATE = 3
     BATCH = 4
     CONSTANT = 5
+    HYPERPARAM = 6  # a Python number given at each call (an optimizer hyper-parameter); no tensor, no bytes
 
 
 #: The role a graph input's storage has, by what the input is.
@@ -55,6 +56,7 @@ INPUT_ROLE = {
     InputKind.OPTIMIZER_STATE: Role.OPT_STATE,
     InputKind.BATCH: Role.INPUT,
     InputKind.CONSTANT: Role.INPUT,
+    InputKind.HYPERPARAM: Role.INPUT,
 }
 
 #: Bytes per element of each dtype the IR knows, by torch's name without "torch.".

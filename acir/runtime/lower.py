@@ -19,7 +19,7 @@ from acir.ir.graph import InputKind, Module, ValueRef
 from acir.ir.ops import resolve_op, to_torch
 
 _PREFIX = {InputKind.PARAMETER: "p_", InputKind.MODULE_BUFFER: "b_", InputKind.OPTIMIZER_STATE: "s_",
-           InputKind.BATCH: "in_", InputKind.CONSTANT: "c_"}
+           InputKind.BATCH: "in_", InputKind.CONSTANT: "c_", InputKind.HYPERPARAM: "h_"}
 
 
 def placeholder_name(kind: InputKind, name: str) -> str:
@@ -115,8 +115,10 @@ def constant_tensor(module: Module, inp):
     return flat.reshape(v.shape).to(device)
 
 
-def input_tensors(module: Module, model, opt, batch, constants: dict | None = None) -> list[Any]:
-    """The live tensors to pass to the lowered step, in graph-input order.
+def input_tensors(module: Module, model, opt, batch, constants: dict | None = None,
+                  scalars: dict[str, float] | None = None) -> list[Any]:
+    """The live tensors (and, for HYPERPARAM inputs, the floats in ``scalars``) to pass to the
+    lowered step, in graph-input order.
 
     ``constants`` caches the CONSTANT inputs (by value id) so that repeated calls pass the
     same tensors, as parameters are the same tensors from call to call.
@@ -137,6 +139,8 @@ def input_tensors(module: Module, model, opt, batch, constants: dict | None = No
             pname, key = inp.name.rsplit(":", 1)
             p = params.get(pname)
             t = opt.state[p].get(key) if p is not None and p in opt.state else None
+        elif inp.kind is InputKind.HYPERPARAM:
+            t = (scalars or {}).get(inp.name)
         elif inp.kind is InputKind.CONSTANT:
             if constants is None:
                 t = constant_tensor(module, inp)
@@ -157,8 +161,33 @@ def input_tensors(module: Module, model, opt, batch, constants: dict | None = No
     return out
 
 
+def updated_parameters(module: Module) -> set[str]:
+    """The parameters whose optimizer update the graph holds (each reads at least one HYPERPARAM input)."""
+    return {i.name.rsplit(":", 1)[0] for i in module.graph.inputs if i.kind is InputKind.HYPERPARAM}
+
+
+def step_scalars(module: Module, model, opt) -> dict[str, float]:
+    """This call's HYPERPARAM values for ``module``, read from ``opt``'s live param groups and
+    state (creating the state torch's step would create); refuses an optimizer whose
+    floats do not fit the graph (another optimizer, or other options)."""
+    from acir.errors import RunError
+    from acir.frontend.optim import check_optimizer
+    from acir.frontend.optim.updates import plan_updates
+
+    wanted = {i.name for i in module.graph.inputs if i.kind is InputKind.HYPERPARAM}
+    scalars = plan_updates(model, opt, check_optimizer(opt, model), only=updated_parameters(module)).scalar_values()
+    missing = sorted(wanted - set(scalars))
+    if missing:
+        raise RunError(f"the optimizer does not fit the captured step, which reads {', '.join(missing[:3])}: "
+                       "capture again for this optimizer")
+    return {k: scalars[k] for k in wanted}
+
+
 class BoundStep:
-    """The lowered step bound to a live model and optimizer: ``loss = step(batch)``."""
+    """The lowered step bound to a live model and optimizer: ``loss = step(batch)``.
+
+    Each call reads the model's and optimizer's tensors anew (so ``load_state_dict`` between
+    calls is honoured) and the optimizer's floats from its live param groups."""
 
     def __init__(self, module: Module, model, opt, gm=None) -> None:
         self.module = module
@@ -166,14 +195,21 @@ class BoundStep:
         self.opt = opt
         self.gm = gm if gm is not None else lower(module)
         self._constants: dict = {}
+        self.scalar_names = [i.name for i in module.graph.inputs if i.kind is InputKind.HYPERPARAM]
 
-    def inputs(self, batch) -> list[Any]:
-        return input_tensors(self.module, self.model, self.opt, batch, self._constants)
+    def inputs(self, batch, scalars: dict[str, float] | None = None) -> list[Any]:
+        """This call's inputs: the live tensors and the optimizer's floats (``scalars``, or read now)."""
+        if scalars is None:
+            scalars = step_scalars(self.module, self.model, self.opt)
+        return input_tensors(self.module, self.model, self.opt, batch, self._constants, scalars)
 
-    def __call__(self, batch):
+    def run(self, batch, scalars: dict[str, float] | None = None) -> tuple:
+        """Run the step; returns every graph output (the loss first)."""
         import torch
 
-        args = self.inputs(batch)
+        args = self.inputs(batch, scalars)
         with torch.no_grad():
-            (loss,) = self.gm(*args)
-        return loss
+            return tuple(self.gm(*args))
+
+    def __call__(self, batch):
+        return self.run(batch)[0]

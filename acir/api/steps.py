@@ -1,0 +1,288 @@
+"""``acir.compile``: a drop-in for the training loop people write, bit for bit.
+
+The reference a compiled step must equal is the user's own eager loop, with the optimizer
+exactly as they built it::
+
+    for batch in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)   # when asked
+        optimizer.step()
+        scheduler.step()                                                    # any, or none
+
+A :class:`Step` holds one captured graph per *signature* of a call, and captures a new one
+(planned again with the same budget) the first time a signature is met:
+
+* the batch's tensor shapes and its non-tensor leaves' values (the last, smaller batch of
+  an epoch, another sequence length, ``(x, 3.0)`` after ``(x, 1.0)``: a number in the batch
+  is never baked in silently). A batch of another structure, dtype or device is an error;
+* the optimizer's branch decisions (:mod:`acir.frontend.optim`): weight decay on or off,
+  a first momentum step, RAdam's rectification ...; and which parameters train
+  (``requires_grad``).
+
+Everything else a loop changes between calls is read at every call: the hyper-parameters
+of every param group are ``HYPERPARAM`` inputs of the graph (so every scheduler, parameter
+groups with their own values, ``load_state_dict`` of the optimizer), and parameters,
+buffers and optimizer state are the model's and the optimizer's own tensors, looked up
+anew (so ``state_dict()`` is eager's, and a run resumes bit for bit). The cache is bounded
+(``max_graphs``, least recently used out), and one line on stderr says when a graph was
+captured (``quiet=True`` silences it).
+
+What cannot be honoured is refused when compiling, with one sentence: an optimizer acir
+does not reproduce, or one configured in a way it does not (:mod:`acir.frontend.optim`),
+hooks that the capture would drop (module forward/backward hooks, tensor hooks on
+parameters, optimizer step hooks), a model without parameters.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from acir.errors import CaptureError, RunError, UsageError
+from acir.frontend.step import SCHEDULES
+from acir.ir.analyses import PLAN
+from acir.ir.graph import Module, Provenance
+
+__all__ = ["Step", "compile"]
+
+
+@dataclass(frozen=True)
+class _Options:
+    schedule: str
+    budget: str | None
+    planner: str
+    profile_reps: int
+    clip_grad_norm: float | None
+    verify: bool
+    max_graphs: int
+    quiet: bool
+
+
+@dataclass
+class _Graph:
+    """One captured (and possibly rewritten) step, bound to the live model and optimizer."""
+
+    module: Module
+    bound: Any            # acir.runtime.lower.BoundStep
+    updated: frozenset[str]
+    seconds: float        # capture (+ plan and rewrite) time
+
+
+def _leaf_key(leaf) -> tuple:
+    import torch
+
+    if isinstance(leaf, torch.Tensor):
+        return ("tensor", tuple(leaf.shape))
+    return ("value", type(leaf).__name__, repr(leaf))
+
+
+def _structure(batch) -> tuple:
+    """What may not change between batches: the pytree structure and each tensor's dtype and device."""
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    leaves, spec = tree_flatten(batch)
+    return spec, tuple((str(x.dtype), str(x.device)) if isinstance(x, torch.Tensor) else None for x in leaves)
+
+
+class Step:
+    """A compiled training step: ``loss = step(batch)`` (see the module docstring)."""
+
+    def __init__(self, model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch, options: _Options) -> None:
+        from acir.frontend.optim import check_optimizer
+
+        self.model, self.optimizer, self.loss_fn, self.options = model, optimizer, loss_fn, options
+        self._rule = check_optimizer(optimizer, model)
+        self._structure = _structure(example_batch)
+        self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self._last: _Graph | None = None
+        self._updated: frozenset[str] | None = None      # what the last capture updated ...
+        self._trainable: tuple[bool, ...] | None = None  # ... with these parameters trainable
+        self.captures = 0
+        self.last_total_norm = None
+
+    # -- public views ------------------------------------------------------------------
+
+    @property
+    def module(self) -> Module | None:
+        """The IR of the graph the last call ran (or was captured for the example batch)."""
+        return self._last.module if self._last is not None else None
+
+    @property
+    def graph_module(self):
+        return self._last.bound.gm if self._last is not None else None
+
+    @property
+    def plan(self):
+        """The plan the last graph was rewritten to (``None`` when compiled without a budget)."""
+        return self.module.analyses.get(PLAN) if self.module is not None else None
+
+    @property
+    def graphs(self) -> int:
+        """How many graphs are cached now."""
+        return len(self._graphs)
+
+    # -- a call ------------------------------------------------------------------------
+
+    def __call__(self, batch) -> Any:
+        sig, updates = self._signature_and_updates(batch)
+        g = self._graphs.get(sig)
+        if g is None:
+            g = self._capture(sig, batch, updates)
+        else:
+            self._graphs.move_to_end(sig)
+        self._last = g
+        scalars = updates.scalar_values()
+        outputs = g.bound.run(batch, {k: scalars[k] for k in g.bound.scalar_names})
+        if self.options.clip_grad_norm is not None:
+            self.last_total_norm = outputs[1]
+        return outputs[0]
+
+    def _signature_and_updates(self, batch):
+        import torch
+
+        from acir.frontend.optim.updates import plan_updates
+
+        structure = _structure(batch)
+        if structure != self._structure:
+            raise RunError(self._structure_error(structure))
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        only = self._updated if trainable == self._trainable else None
+        updates = plan_updates(self.model, self.optimizer, self._rule, only=only)
+        leaves = torch.utils._pytree.tree_leaves(batch)
+        sig = (tuple(_leaf_key(x) for x in leaves), trainable, updates.signature())
+        return sig, updates
+
+    def _structure_error(self, got: tuple) -> str:
+        spec, kinds = got
+        if spec != self._structure[0]:
+            return (f"the batch's structure differs from the example batch's ({spec} vs {self._structure[0]}); "
+                    "compile a step for each batch structure")
+        for i, (a, b) in enumerate(zip(kinds, self._structure[1])):
+            if a != b:
+                return (f"batch leaf {i} is {a or 'not a tensor'} where the example batch had {b or 'no tensor'}; "
+                        "a compiled step keeps the dtypes and devices of its example batch (compile another)")
+        return "the batch does not match the example batch"
+
+    def _capture(self, sig: tuple, batch, updates) -> _Graph:
+        import torch
+
+        from acir.api.capturing import apply_schedule
+        from acir.api.planning import plan_and_rewrite
+        from acir.frontend.optim import optimizer_options
+        from acir.frontend.step import module_from_workload
+        from acir.runtime.lower import BoundStep, updated_parameters
+
+        t0 = time.perf_counter()
+        o = self.options
+        params = list(self.model.parameters())
+        prov = Provenance(model=f"<python:{type(self.model).__name__}>",
+                          optimizer=type(self.optimizer).__name__.lower(),
+                          optimizer_options=optimizer_options(self.optimizer),
+                          device=str(params[0].device), torch_version=torch.__version__)
+        module = module_from_workload(self.model, self.optimizer, self.loss_fn, batch, prov, o.clip_grad_norm,
+                                      updates=updates)
+        apply_schedule(module, o.schedule)
+        if o.verify:
+            from acir.ir.verify import verify
+
+            verify(module)
+        if o.budget is not None:
+            plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
+                             o.verify)
+        g = _Graph(module, BoundStep(module, self.model, self.optimizer), frozenset(updated_parameters(module)),
+                   time.perf_counter() - t0)
+        self._updated, self._trainable = g.updated, sig[1]
+        self._graphs[sig] = g
+        while len(self._graphs) > o.max_graphs:
+            self._graphs.popitem(last=False)
+        self.captures += 1
+        if not o.quiet:
+            shapes = [k[1] for k in sig[0] if k[0] == "tensor"]
+            what = "the first step" if self.captures == 1 else "a new batch shape or optimizer decision"
+            plan = f", planned to {o.budget}" if o.budget is not None else ""
+            print(f"acir: captured {what} (batch shapes {shapes}{plan}) in {g.seconds:.1f} s; "
+                  f"{len(self._graphs)} graph(s) cached", file=sys.stderr)
+        return g
+
+
+def _check_hooks(model) -> None:
+    """Refuse hooks a captured step would not run (or would run only while tracing)."""
+    import torch
+    import torch.nn.modules.module as module_mod
+
+    globals_ = [n for n in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                            "_global_backward_pre_hooks") if getattr(module_mod, n, None)]
+    if globals_:
+        raise CaptureError("global module hooks are registered (torch.nn.modules.module.register_module_*_hook); "
+                           "a captured step would not run them: remove them before compiling")
+    for name, m in model.named_modules():
+        kinds = [k for k in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+                 if getattr(m, k, None)]
+        if kinds:
+            where = name or "the model"
+            raise CaptureError(f"{where} ({type(m).__name__}) has {kinds[0].strip('_').replace('_', ' ')}; a captured "
+                               "step runs them only while tracing, not at every call: remove them before compiling")
+    for name, p in model.named_parameters():
+        if getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None):
+            raise CaptureError(f"parameter {name} has a tensor hook (register_hook or "
+                               "register_post_accumulate_grad_hook); a captured step would not call it")
+        if isinstance(p, torch.Tensor) and type(p) is not torch.nn.Parameter and not isinstance(p, torch.nn.Parameter):
+            raise CaptureError(f"parameter {name} is a {type(p).__name__}; acir captures plain parameters only")
+
+
+def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch, *,  # noqa: A001
+            budget: str | None = None, planner: str = "mutwo", clip_grad_norm: float | None = None,
+            schedule: str = "interleaved", profile_reps: int = 3, verify: bool = True, max_graphs: int = 8,
+            quiet: bool = False) -> Step:
+    """A :class:`Step` that runs ``zero_grad``, ``loss_fn(model, batch).backward()``, optional
+    ``clip_grad_norm_(model.parameters(), clip_grad_norm)`` and ``optimizer.step()`` as one
+    captured graph per batch shape; with ``budget`` (bytes with a unit, ``"3GiB"``, or a
+    percentage of what activation checkpointing can act on, ``"60%"``) each graph is planned
+    by ``planner`` and rewritten to fit it. See the module docstring for what is read at
+    every call and what is refused."""
+    import math
+
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"acir.compile needs the model (a torch.nn.Module) first, not {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise UsageError(f"acir.compile needs the optimizer (a torch.optim.Optimizer) second, not "
+                         f"{type(optimizer).__name__}")
+    if not callable(loss_fn):
+        raise UsageError(f"loss_fn must be callable as loss_fn(model, batch), not {type(loss_fn).__name__}")
+    if not any(True for _ in model.parameters()):
+        raise UsageError(f"the model ({type(model).__name__}) has no parameters to train")
+    if schedule not in SCHEDULES:
+        raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+    if isinstance(profile_reps, bool) or not isinstance(profile_reps, int) or profile_reps < 1:
+        raise UsageError(f"profile_reps must be a whole number of at least 1, not {profile_reps!r}")
+    if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 1:
+        raise UsageError(f"max_graphs must be a whole number of at least 1, not {max_graphs!r}")
+    if clip_grad_norm is not None:
+        if isinstance(clip_grad_norm, bool) or not isinstance(clip_grad_norm, (int, float)) \
+                or not math.isfinite(clip_grad_norm) or clip_grad_norm <= 0:
+            raise UsageError(f"clip_grad_norm must be a positive finite number, not {clip_grad_norm!r}")
+        clip_grad_norm = float(clip_grad_norm)
+    if budget is not None:
+        from acir.analysis.budget import parse_budget
+        from acir.api.planning import planner_pass
+
+        parse_budget(str(budget))
+        planner_pass(planner, str(budget))
+    _check_hooks(model)
+    options = _Options(schedule, None if budget is None else str(budget), planner, profile_reps, clip_grad_norm,
+                       verify, max_graphs, quiet)
+    step = Step(model, optimizer, loss_fn, example_batch, options)
+    sig, updates = step._signature_and_updates(example_batch)
+    try:
+        step._last = step._capture(sig, example_batch, updates)
+    finally:
+        updates.discard_created(set(), optimizer.state)  # no step ran: the optimizer is left as it was given
+    return step
