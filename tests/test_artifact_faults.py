@@ -330,9 +330,9 @@ def _text_edits(draw) -> str:
         a, b = spans[draw(st.integers(0, len(spans) - 1))]
         if kind == "number":
             old = int(line[a:b])
-            new = draw(st.one_of(st.integers(-2, 2).map(lambda d: old + d), st.integers(-3, 70),
-                                 st.sampled_from([2 ** 31, 2 ** 63, 10 ** 30])))
-            lines[k] = line[:a] + str(new) + line[b:]
+            new = draw(st.one_of(st.integers(-2, 2).map(lambda d: str(old + d)), st.integers(-3, 70).map(str),
+                                 st.sampled_from([str(2 ** 31), str(2 ** 63), str(10 ** 30), "9" * 5000])))
+            lines[k] = line[:a] + new + line[b:]
         elif kind == "delete":
             lines[k] = line[:a] + line[b:]
         else:

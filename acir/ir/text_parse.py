@@ -16,6 +16,7 @@ describe it.
 from __future__ import annotations
 
 import base64
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -319,6 +320,11 @@ def parse_text(text: str, source: str = "<text>") -> Module:
             indent = len(raw) - len(raw.lstrip(" \t\r"))
             where = f" (column {e.col + indent + 1})" if e.col else ""
             raise ParseError(f"{source}:{lineno}: {e.msg}{where}") from None
+        except ValueError as e:  # int() refuses numbers past sys.get_int_max_str_digits() (4300 digits)
+            if "integer string conversion" not in str(e):
+                raise
+            raise ParseError(f"{source}:{lineno}: a number too long to read (more than "
+                             f"{sys.get_int_max_str_digits()} digits)") from None
     if phase == 0:
         raise ParseError(f"{source}:1: empty input; expected an 'acir <schema_version> \"<producer>\"' line")
     if phase != 4:
