@@ -99,3 +99,29 @@ def test_binary_refused_on_a_terminal(monkeypatch, capsys):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     rc, err = _run(main, ["mlp"], capsys)
     assert rc == 1 and "refusing to write a binary artifact to a terminal" in err
+
+
+@pytest.mark.parametrize("tool", ["acir-opt", "acir-run", "acir-lower"])
+def test_corrupt_and_checksumless_artifacts(tool, tmp_path, capsys):
+    import importlib
+
+    from ir_fixtures import small_module
+
+    from acir.ir.serde import TRAILER_BYTES, dumps
+
+    main = importlib.import_module(f"acir.tools.{tool.removeprefix('acir-')}").main
+    good = dumps(small_module())
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x10
+    cases = {
+        "flipped": (bytes(flipped), "corrupt"),
+        "no-checksum": (good[:-TRAILER_BYTES] + b"\x7a\x03end", "written before artifacts had checksums"),
+        "appended": (good + b"\x00", "truncated or corrupt"),
+    }
+    for name, (data, expect) in cases.items():
+        f = tmp_path / f"{name}.acir"
+        f.write_bytes(data)
+        rc, err = _run(main, [str(f)], capsys)
+        assert rc == 1, name
+        assert err.startswith(f"{tool}: error: {f}: ") and expect in err and "re-create it" in err, (name, err)
+        assert "Traceback" not in err and "internal error" not in err
