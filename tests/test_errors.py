@@ -116,7 +116,7 @@ def test_corrupt_and_checksumless_artifacts(tool, tmp_path, capsys):
     cases = {
         "flipped": (bytes(flipped), "corrupt"),
         "no-checksum": (good[:-TRAILER_BYTES] + b"\x7a\x03end", "written before artifacts had checksums"),
-        "appended": (good + b"\x00", "truncated or corrupt"),
+        "appended": (good + b"\x00", "corrupt"),
     }
     for name, (data, expect) in cases.items():
         f = tmp_path / f"{name}.acir"
