@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from acir.errors import CaptureError, RunError, UsageError
+from acir.frontend.optim import mark_stepped
 from acir.frontend.step import SCHEDULES
 from acir.ir.analyses import PLAN
 from acir.ir.graph import Module, Provenance
@@ -139,6 +140,7 @@ class Step:
         self._last = g
         scalars = updates.scalar_values()
         outputs = g.bound.run(batch, {k: scalars[k] for k in g.bound.scalar_names})
+        mark_stepped(self.optimizer)
         if self.options.clip_grad_norm is not None:
             self.last_total_norm = outputs[1]
         return outputs[0]

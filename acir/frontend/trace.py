@@ -72,7 +72,7 @@ def step_inputs(model, opt, batch, updates: Updates) -> tuple[list[tuple[InputKi
         kinds.append((InputKind.MODULE_BUFFER, n))
         tensors.append(b)
     for u in updates.items:
-        state = opt.state[u.param]
+        state = opt.state.get(u.param, {})
         for key in updates.rule.state_keys(opt.param_groups[u.group]):
             t = state.get(key)
             if not isinstance(t, torch.Tensor):
@@ -207,9 +207,10 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
             traced.module_marks.append((_last_node(graph), ""))
             traced.backward_end = _last_node(graph)
             traced.grads = [p.grad for p in params if p.grad is not None]
+            total_norm = None
             with torch.no_grad():
                 if clip_grad_norm is not None:
-                    _clip(model, clip_grad_norm)
+                    total_norm = _clip(model, clip_grad_norm)
                 for u in updates.items:
                     p = by_name[u.name]
                     if p.grad is None:
@@ -217,7 +218,7 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
                     s = {k: by_key[f"{u.name}:{k}"] for k in u.step.scalars}
                     updates.rule.update(p, p.grad, new_state.get(u.name, {}), s, u.step.flags)
                     traced.updated.append(u.name)
-        return (loss.detach(),)
+        return (loss.detach(),) if total_norm is None else (loss.detach(), total_norm)
 
     try:
         with _module_marks(model, traced.module_marks):
@@ -230,7 +231,7 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
     return traced
 
 
-def _clip(model, max_norm: float) -> None:
+def _clip(model, max_norm: float):
     """``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` with its defaults, as the
     eager loop calls it: on real tensors its default picks the foreach kernels, which fake
     tensors would not, so that choice is made here the way eager makes it."""
@@ -239,4 +240,4 @@ def _clip(model, max_norm: float) -> None:
 
     params = [p for p in model.parameters() if p.grad is not None]
     foreach = all(p.device.type in _get_foreach_kernels_supported_devices() + ["cpu"] for p in params) or None
-    torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)

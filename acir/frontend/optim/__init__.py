@@ -16,7 +16,7 @@ from __future__ import annotations
 from acir.errors import CaptureError
 from acir.frontend.optim.rule import ParamStep, Rule
 
-__all__ = ["OPTIMIZERS", "ParamStep", "Rule", "check_optimizer", "eager_step", "make_optimizer",
+__all__ = ["OPTIMIZERS", "ParamStep", "Rule", "check_optimizer", "eager_step", "make_optimizer", "mark_stepped",
            "optimizer_options", "rule_for"]
 
 #: The optimizers ``acir-capture --optimizer`` builds by name.
@@ -68,7 +68,7 @@ def check_optimizer(opt, model=None) -> Rule:
 
     rule = rule_for(opt)
     name = type(opt).__name__
-    if "step" in vars(opt):
+    if "step" in vars(opt) and not _scheduler_wrapped(opt):
         raise CaptureError(f"{name}.step was replaced on this instance; acir reproduces torch's own step, so it "
                            "would not run yours")
     hooks = [h for h in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks") if getattr(opt, h, None)]
@@ -91,6 +91,18 @@ def check_optimizer(opt, model=None) -> Rule:
                 raise CaptureError(f"{name} holds a parameter that is not in the model; give the optimizer the "
                                    "model's own parameters")
     return rule
+
+
+def _scheduler_wrapped(opt) -> bool:
+    """Is the instance's ``step`` only an LR scheduler's wrapper around the class's own step?"""
+    step = vars(opt).get("step")
+    return bool(getattr(step, "_wrapped_by_lr_sched", False)) and getattr(step, "__wrapped__", None) is type(opt).step
+
+
+def mark_stepped(opt) -> None:
+    """What an eager ``optimizer.step()`` leaves behind besides the update: the flag an LR
+    scheduler's wrapper sets, which the scheduler checks to warn about a wrong call order."""
+    opt._opt_called = True
 
 
 def make_optimizer(name: str, params, lr: float):

@@ -41,7 +41,7 @@ class Updates:
         """Remove the state created for parameters not in ``keep`` (those that got no gradient:
         torch never makes state for them)."""
         for u in self.items:
-            if u.name not in keep:
+            if u.name not in keep and u.param in state:
                 for key in u.created:
                     state[u.param].pop(key, None)
                 if not state[u.param]:
@@ -59,7 +59,9 @@ def plan_updates(model, opt, rule: Rule, only: set[str] | None = None) -> Update
             name = names[id(p)]
             if only is not None and name not in only:
                 continue
-            state = opt.state[p]
+            state = opt.state[p] if p in opt.state else {}  # opt.state is a defaultdict: do not add entries
             created = rule.init_state(group, p, state)
+            if state and p not in opt.state:
+                opt.state[p] = state
             items.append(ParamUpdate(name, p, gi, rule.host(group, state, created), created))
     return Updates(rule, items)
