@@ -47,6 +47,7 @@ class InputKind(enum.Enum):
     BATCH = 4
     CONSTANT = 5
     HYPERPARAM = 6  # a Python number given at each call (an optimizer hyper-parameter); no tensor, no bytes
+    GRADIENT = 7  # a parameter's .grad accumulated by the previous micro-batches
 
 
 #: The role a graph input's storage has, by what the input is.
@@ -57,6 +58,7 @@ INPUT_ROLE = {
     InputKind.BATCH: Role.INPUT,
     InputKind.CONSTANT: Role.INPUT,
     InputKind.HYPERPARAM: Role.INPUT,
+    InputKind.GRADIENT: Role.GRAD,
 }
 
 #: Bytes per element of each dtype the IR knows, by torch's name without "torch.".
@@ -225,6 +227,8 @@ class Provenance:
     device: str = "cpu"
     dtype: str = "float32"
     torch_version: str = ""
+    accumulate: int = 0          # micro-batches per optimizer step; 0 or 1: none
+    clip_grad_norm: float = 0.0  # max total gradient norm before the update; 0: no clipping
 
 
 @dataclass(slots=True)

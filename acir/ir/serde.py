@@ -128,7 +128,7 @@ def module_to_pb(m: Module) -> pb.Module:
     pp = msg.header.provenance
     pp.model, pp.batch_size, pp.seq_len, pp.image_size = p.model, p.batch_size, p.seq_len, p.image_size
     pp.optimizer, pp.seed, pp.device, pp.dtype = p.optimizer, p.seed, p.device, p.dtype
-    pp.torch_version = p.torch_version
+    pp.torch_version, pp.accumulate, pp.clip_grad_norm = p.torch_version, p.accumulate, p.clip_grad_norm
     for k, v in p.optimizer_options.items():
         pp.optimizer_options.add(key=k, value=v)
     g = msg.graph
@@ -306,6 +306,7 @@ def module_from_pb(msg: pb.Module) -> Module:
         model=pp.model, batch_size=pp.batch_size, seq_len=pp.seq_len, image_size=pp.image_size,
         optimizer=pp.optimizer, optimizer_options={o.key: o.value for o in pp.optimizer_options},
         seed=pp.seed, device=pp.device, dtype=pp.dtype, torch_version=pp.torch_version,
+        accumulate=pp.accumulate, clip_grad_norm=pp.clip_grad_norm,
     )
     header = Header(schema_version=ph.schema_version, producer=ph.producer, provenance=prov,
                     pipeline=list(ph.pipeline), revision=ph.revision)

@@ -74,9 +74,12 @@ _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf1
           "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8",
           "bool": "b8", "complex64": "c64", "complex128": "c128"}
 _LONG = {v: k for k, v in _SHORT.items()}
-_PROV_INTS = ("batch_size", "seq_len", "image_size", "seed")
+_PROV_INTS = ("batch_size", "seq_len", "image_size", "seed", "accumulate")
+_PROV_FLOATS = ("clip_grad_norm",)
 _PROV_FIELDS = ("model", "batch_size", "seq_len", "image_size", "optimizer", "seed", "device",
-                "dtype", "torch_version")
+                "dtype", "torch_version", "accumulate", "clip_grad_norm")
+#: Provenance fields printed only when set (their defaults say "not used"), so older text reads the same.
+_PROV_OPTIONAL = ("accumulate", "clip_grad_norm")
 _ROLES = {r.name: r for r in Role}
 _REGIONS = {r.name: r for r in Region}
 _KINDS = {k.name: k for k in InputKind}
@@ -245,7 +248,8 @@ def print_module(m: Module) -> str:
     lines = [f"acir {h.schema_version} {_q(h.producer)}", f"revision {h.revision}"]
     lines += [f"pipeline {_q(s)}" for s in h.pipeline]
     lines.append("provenance " + " ".join(
-        f"{f}={getattr(p, f)}" if f in _PROV_INTS else f"{f}={_q(getattr(p, f))}" for f in _PROV_FIELDS))
+        f"{f}={getattr(p, f)}" if f in _PROV_INTS else f"{f}={getattr(p, f)!r}" if f in _PROV_FLOATS
+        else f"{f}={_q(getattr(p, f))}" for f in _PROV_FIELDS if f not in _PROV_OPTIONAL or getattr(p, f)))
     lines += [f"optimizer_option {_bare(k)}={_q(v)}" for k, v in p.optimizer_options.items()]
     pr = _Printer(g)
     notes = _notes(m)

@@ -16,6 +16,7 @@ describe it.
 from __future__ import annotations
 
 import base64
+import re
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from acir.ir.graph import (
     Graph,
     GraphInput,
     Header,
+    InputKind,
     Module,
     Node,
     Storage,
@@ -46,6 +48,7 @@ from acir.ir.text import (
     _LONG,
     _NODE_HEAD,
     _PROV_FIELDS,
+    _PROV_FLOATS,
     _PROV_INTS,
     _REGIONS,
     _ROLE,
@@ -56,6 +59,8 @@ from acir.ir.text import (
 from acir.ir.text_lex import Bad, expect, expect_end, read_call, read_int, read_ints, read_string, read_word
 
 __all__ = ["SourceMap", "parse_text", "source_map"]
+
+_NUMBER = re.compile(r"[-+0-9.eEinfa]+")  # a float as repr() writes it
 
 
 @dataclass
@@ -195,7 +200,15 @@ class _Reader:
                                f"unknown provenance field {key!r}; expected {', '.join(_PROV_FIELDS)}")
                 seen.add(key)
                 i = expect(s, i, "=")
-                val, i = read_int(s, i, key) if key in _PROV_INTS else read_string(s, i)
+                if key in _PROV_FLOATS:
+                    word, j = read_word(s, i, _NUMBER, f"a number for {key}")
+                    try:
+                        val = float(word)
+                    except ValueError:
+                        raise Bad(i, f"expected a number for {key}, not {word!r}") from None
+                    i = j
+                else:
+                    val, i = read_int(s, i, key) if key in _PROV_INTS else read_string(s, i)
                 setattr(h.provenance, key, val)
         expect_end(s, i)
 
@@ -212,6 +225,8 @@ class _Reader:
                 raise Bad(i + 6, "bad base64 data") from None
             i = m.end()
         expect_end(s, i)
+        if kind is InputKind.HYPERPARAM:  # a number at run time: no bytes (nbytes is derived for tensors)
+            self.values[ref.id].nbytes = 0
         self.graph.inputs.append(GraphInput(ref.id, kind, name, data))
 
     def node(self, s: str) -> None:

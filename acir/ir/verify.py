@@ -178,8 +178,17 @@ def _check_values(g: Graph, smap: dict[int, Storage], out: list[str]) -> None:
     ids: set[int] = set()
     used: set[int] = set()
     role_of: dict[int, tuple[Role, int]] = {}  # storage id -> (role, first value id)
+    numbers = {i.value for i in g.inputs if i.kind is InputKind.HYPERPARAM}
     for key, v in g.values.items():
         name = f"v{key}"
+        if key in numbers:  # a Python number at run time: no tensor, no bytes
+            s = smap.get(v.storage)
+            if v.shape or v.strides or v.nbytes or v.dtype != "float64" or s is None or s.nbytes:
+                out.append(f"{name}: a HYPERPARAM input must be a 0-d float64 value of 0 bytes in a storage of 0 bytes")
+            if s is not None:
+                used.add(s.id)
+            ids.add(v.id)
+            continue
         if v.id != key:
             out.append(f"{name}: values table entry holds a value with id {v.id}")
         if v.id in ids:

@@ -19,7 +19,8 @@ from acir.ir.graph import InputKind, Module, ValueRef
 from acir.ir.ops import resolve_op, to_torch
 
 _PREFIX = {InputKind.PARAMETER: "p_", InputKind.MODULE_BUFFER: "b_", InputKind.OPTIMIZER_STATE: "s_",
-           InputKind.BATCH: "in_", InputKind.CONSTANT: "c_", InputKind.HYPERPARAM: "h_"}
+           InputKind.BATCH: "in_", InputKind.CONSTANT: "c_", InputKind.HYPERPARAM: "h_",
+           InputKind.GRADIENT: "g_"}
 
 
 def placeholder_name(kind: InputKind, name: str) -> str:
