@@ -122,6 +122,31 @@ OPTIMIZERS = {
     "adam-maximize": lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.8, 0.95), maximize=True),
     "adamw": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1),
     "adamw-amsgrad": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, amsgrad=True, eps=1e-6),
+    "adagrad": lambda m: torch.optim.Adagrad(m.parameters(), lr=0.05),
+    "adagrad-lr-decay-wd-init": lambda m: torch.optim.Adagrad(m.parameters(), lr=0.05, lr_decay=0.1, weight_decay=1e-2,
+                                                              initial_accumulator_value=0.1, eps=1e-8),
+    "adagrad-maximize-groups": lambda m: torch.optim.Adagrad(groups(m, weight_decay=1e-2, lr=0.02), lr=0.05,
+                                                             lr_decay=0.01, maximize=True),
+    "rmsprop": lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-2),
+    "rmsprop-centered-momentum": lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-2, alpha=0.9, centered=True,
+                                                               momentum=0.9),
+    "rmsprop-momentum-wd-maximize": lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-3, momentum=0.5,
+                                                                  weight_decay=1e-2, eps=1e-6, maximize=True),
+    "rmsprop-centered-wd": lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-2, centered=True, weight_decay=1e-3),
+    "adamax": lambda m: torch.optim.Adamax(m.parameters(), lr=1e-2),
+    "adamax-wd-maximize": lambda m: torch.optim.Adamax(m.parameters(), lr=2e-3, betas=(0.8, 0.99), weight_decay=1e-2,
+                                                       maximize=True),
+    "nadam": lambda m: torch.optim.NAdam(m.parameters(), lr=1e-2),
+    "nadam-wd-momentum-decay": lambda m: torch.optim.NAdam(m.parameters(), lr=1e-2, weight_decay=1e-2,
+                                                           momentum_decay=0.1),
+    "nadam-decoupled-maximize": lambda m: torch.optim.NAdam(m.parameters(), lr=1e-2, betas=(0.8, 0.95),
+                                                            weight_decay=0.1, decoupled_weight_decay=True,
+                                                            maximize=True),
+    "radam": lambda m: torch.optim.RAdam(m.parameters(), lr=1e-2),
+    "radam-wd-maximize": lambda m: torch.optim.RAdam(m.parameters(), lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2,
+                                                     maximize=True, eps=1e-6),
+    "radam-decoupled": lambda m: torch.optim.RAdam(m.parameters(), lr=1e-2, weight_decay=0.1,
+                                                   decoupled_weight_decay=True),
 }
 
 
@@ -130,7 +155,8 @@ def test_optimizer_matches_eager(name):
     run_both(OPTIMIZERS[name])
 
 
-@pytest.mark.parametrize("name", ["sgd-momentum-dampening", "adamw"])
+@pytest.mark.parametrize("name", ["sgd-momentum-dampening", "adamw", "rmsprop-centered-momentum",
+                                  "nadam-decoupled-maximize"])
 def test_optimizer_matches_eager_with_a_budget(name):
     step = run_both(OPTIMIZERS[name], budget="90%")  # this small net's floor is near 85%
     assert step.plan is not None and step.plan.recomputed()
@@ -149,10 +175,17 @@ SCHEDULERS = {
 
 
 @pytest.mark.parametrize("sched", sorted(SCHEDULERS))
-@pytest.mark.parametrize("opt", ["adam", "sgd-momentum-dampening"])
+@pytest.mark.parametrize("opt", ["adam", "sgd-momentum-dampening", "rmsprop-centered-momentum", "nadam"])
 def test_schedulers_are_read_at_every_step(sched, opt):
     """OneCycleLR cycles Adam's beta1 and SGD's momentum too: every hyper-parameter is live."""
     run_both(OPTIMIZERS[opt], schedulers=SCHEDULERS[sched])
+
+
+def test_radam_is_captured_again_when_its_rectification_switches_on():
+    """With beta2 = 0.999, RAdam's rho_t passes 5 at the sixth step: a new decision, a second graph."""
+    for name in ("radam", "radam-decoupled"):
+        step = run_both(OPTIMIZERS[name])
+        assert step.captures == 2 and step.graphs == 2
 
 
 def test_parameter_groups_with_their_own_values():
@@ -293,3 +326,31 @@ def test_a_batch_of_another_structure_or_dtype_is_an_error():
         step([x, y, x])
     with pytest.raises(RunError, match="dtypes and devices"):
         step((x.double(), y))
+
+
+@pytest.mark.parametrize("name, clip, budget", [("sgd-momentum-dampening", 0.05, None), ("adamw", None, "90%"),
+                                               ("adam", 0.1, "90%")])
+def test_accumulation_matches_the_eager_loop(name, clip, budget):
+    """K micro-batches per update: (loss / K).backward() each, then clip, step, zero_grad(set_to_none=True)."""
+    k_acc = 3
+    (model, opt), (ref, ref_opt) = twins(OPTIMIZERS[name])
+    batches = make_batches(8) + [make_batches(1, size=5, seed=7)[0]]  # a smaller batch mid-accumulation too
+    step = acir.compile(model, opt, loss_fn, batches[0], accumulate=k_acc, clip_grad_norm=clip, budget=budget,
+                        quiet=True, profile_reps=1)
+    for k, b in enumerate(batches):
+        torch.manual_seed(100 + k)
+        got = step(b)
+        torch.manual_seed(100 + k)
+        want = loss_fn(ref, b)
+        (want / k_acc).backward()
+        if (k + 1) % k_acc == 0:
+            if clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), clip)
+                assert torch.equal(step.last_total_norm, norm)
+            ref_opt.step()
+            ref_opt.zero_grad(set_to_none=True)
+        assert torch.equal(got, want.detach()), f"micro-batch {k}"
+        for (n, p), q in zip(model.named_parameters(), ref.parameters()):
+            assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), \
+                f"micro-batch {k}: {n}.grad"
+        assert_same(model, opt, ref, ref_opt, f"micro-batch {k}")

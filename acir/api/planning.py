@@ -40,6 +40,8 @@ def plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, plann
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     try:
         work_model, work_opt = copy.deepcopy((model, optimizer))
+        for p, q in zip(model.parameters(), work_model.parameters()):  # a Parameter's deepcopy drops .grad,
+            q.grad = None if p.grad is None else p.grad.clone()        # which an accumulating step reads
         module.analyses[PROFILE] = profile_step(module, work_model, work_opt, batch, reps, 1)
         del work_model, work_opt
     finally:

@@ -11,6 +11,13 @@ exactly as they built it::
         optimizer.step()
         scheduler.step()                                                    # any, or none
 
+With ``accumulate=K`` the reference is ``(loss_fn(model, batch) / K).backward()`` for each
+micro-batch and, after every K-th, clipping, ``optimizer.step()`` and
+``optimizer.zero_grad(set_to_none=True)``: the first micro-batch's graph hands its gradients
+back as the parameters' ``.grad``, the later ones take them in (``GRADIENT`` inputs) and add
+to them in place, and the K-th clips and updates; so accumulated gradients live from one
+micro-batch to the next in the memory model too.
+
 A :class:`Step` holds one captured graph per *signature* of a call, and captures a new one
 (planned again with the same budget) the first time a signature is met:
 
@@ -59,6 +66,7 @@ class _Options:
     planner: str
     profile_reps: int
     clip_grad_norm: float | None
+    accumulate: int
     verify: bool
     max_graphs: int
     quiet: bool
@@ -71,6 +79,7 @@ class _Graph:
     module: Module
     bound: Any            # acir.runtime.lower.BoundStep
     updated: frozenset[str]
+    grad_names: tuple[str, ...]  # a micro-batch that does not step: the gradients it returns after the loss
     seconds: float        # capture (+ plan and rewrite) time
 
 
@@ -106,6 +115,8 @@ class Step:
         self._trainable: tuple[bool, ...] | None = None  # ... with these parameters trainable
         self.captures = 0
         self.last_total_norm = None
+        self._micro = 0                              # micro-batches since the last update
+        self._carried: tuple[str, ...] = ()          # parameters whose .grad the earlier micro-batches left
 
     # -- public views ------------------------------------------------------------------
 
@@ -140,10 +151,25 @@ class Step:
         self._last = g
         scalars = updates.scalar_values()
         outputs = g.bound.run(batch, {k: scalars[k] for k in g.bound.scalar_names})
-        mark_stepped(self.optimizer)
-        if self.options.clip_grad_norm is not None:
-            self.last_total_norm = outputs[1]
+        if self._phase().steps:
+            mark_stepped(self.optimizer)
+            for p in self.model.parameters():  # optimizer.zero_grad(set_to_none=True)
+                p.grad = None
+            self._micro, self._carried = 0, ()
+            if self.options.clip_grad_norm is not None:
+                self.last_total_norm = outputs[1]
+        else:  # the gradients accumulated so far are the parameters' .grad, as after an eager backward()
+            params = dict(self.model.named_parameters())
+            for name, grad in zip(g.grad_names, outputs[1:]):
+                params[name].grad = grad
+            self._micro, self._carried = self._micro + 1, g.grad_names
         return outputs[0]
+
+    def _phase(self):
+        from acir.frontend.trace import Phase
+
+        k = self.options.accumulate
+        return Phase(k, self._carried, self._micro == k - 1)
 
     def _signature_and_updates(self, batch):
         import torch
@@ -153,11 +179,17 @@ class Step:
         structure = _structure(batch)
         if structure != self._structure:
             raise RunError(self._structure_error(structure))
+        from acir.frontend.optim.updates import Updates
+
         trainable = tuple(p.requires_grad for p in self.model.parameters())
-        only = self._updated if trainable == self._trainable else None
-        updates = plan_updates(self.model, self.optimizer, self._rule, only=only)
+        phase = self._phase()
+        if phase.steps:
+            only = self._updated if trainable == self._trainable else None
+            updates = plan_updates(self.model, self.optimizer, self._rule, only=only)
+        else:  # no update in this micro-batch: the optimizer is not touched
+            updates = Updates(self._rule, [])
         leaves = torch.utils._pytree.tree_leaves(batch)
-        sig = (tuple(_leaf_key(x) for x in leaves), trainable, updates.signature())
+        sig = (tuple(_leaf_key(x) for x in leaves), trainable, updates.signature(), phase)
         return sig, updates
 
     def _structure_error(self, got: tuple) -> str:
@@ -177,7 +209,7 @@ class Step:
         from acir.api.capturing import apply_schedule
         from acir.api.planning import plan_and_rewrite
         from acir.frontend.optim import optimizer_options
-        from acir.frontend.step import module_from_workload
+        from acir.frontend.step import capture_micro_batch
         from acir.runtime.lower import BoundStep, updated_parameters
 
         t0 = time.perf_counter()
@@ -187,8 +219,11 @@ class Step:
                           optimizer=type(self.optimizer).__name__.lower(),
                           optimizer_options=optimizer_options(self.optimizer),
                           device=str(params[0].device), torch_version=torch.__version__)
-        module = module_from_workload(self.model, self.optimizer, self.loss_fn, batch, prov, o.clip_grad_norm,
-                                      updates=updates)
+        phase = sig[3]
+        prov.accumulate = o.accumulate if o.accumulate > 1 else 0
+        prov.clip_grad_norm = o.clip_grad_norm or 0.0
+        module, traced = capture_micro_batch(self.model, self.optimizer, self.loss_fn, batch, prov, o.clip_grad_norm,
+                                             updates=updates, phase=phase)
         apply_schedule(module, o.schedule)
         if o.verify:
             from acir.ir.verify import verify
@@ -198,19 +233,30 @@ class Step:
             plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
                              o.verify)
         g = _Graph(module, BoundStep(module, self.model, self.optimizer), frozenset(updated_parameters(module)),
-                   time.perf_counter() - t0)
-        self._updated, self._trainable = g.updated, sig[1]
+                   tuple(traced.grad_names), time.perf_counter() - t0)
+        if phase.steps:
+            self._updated, self._trainable = g.updated, sig[1]
         self._graphs[sig] = g
         while len(self._graphs) > o.max_graphs:
             self._graphs.popitem(last=False)
         self.captures += 1
         if not o.quiet:
             shapes = [k[1] for k in sig[0] if k[0] == "tensor"]
-            what = "the first step" if self.captures == 1 else "a new batch shape or optimizer decision"
+            what = "the first step" if self.captures == 1 else _what_changed(sig, list(self._graphs)[:-1])
             plan = f", planned to {o.budget}" if o.budget is not None else ""
             print(f"acir: captured {what} (batch shapes {shapes}{plan}) in {g.seconds:.1f} s; "
                   f"{len(self._graphs)} graph(s) cached", file=sys.stderr)
         return g
+
+
+def _what_changed(sig: tuple, others: list[tuple]) -> str:
+    """Which part of a call's signature no cached graph had: for the one line a capture prints."""
+    if not others:
+        return "a step"
+    near = max(others, key=lambda o: sum(a == b for a, b in zip(sig, o)))
+    parts = ["a new batch shape or batch value", "a new set of trainable parameters",
+             "a new optimizer decision (a first momentum step, a switched branch ...)", "another micro-batch phase"]
+    return " and ".join(p for p, a, b in zip(parts, sig, near) if a != b) or "a step"
 
 
 def _check_hooks(model) -> None:
@@ -239,15 +285,19 @@ def _check_hooks(model) -> None:
 
 
 def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch, *,  # noqa: A001
-            budget: str | None = None, planner: str = "mutwo", clip_grad_norm: float | None = None,
+            budget: str | None = None, planner: str = "mutwo", clip_grad_norm: float | None = None, accumulate: int = 1,
             schedule: str = "interleaved", profile_reps: int = 3, verify: bool = True, max_graphs: int = 8,
             quiet: bool = False) -> Step:
-    """A :class:`Step` that runs ``zero_grad``, ``loss_fn(model, batch).backward()``, optional
-    ``clip_grad_norm_(model.parameters(), clip_grad_norm)`` and ``optimizer.step()`` as one
-    captured graph per batch shape; with ``budget`` (bytes with a unit, ``"3GiB"``, or a
-    percentage of what activation checkpointing can act on, ``"60%"``) each graph is planned
-    by ``planner`` and rewritten to fit it. See the module docstring for what is read at
-    every call and what is refused."""
+    """A :class:`Step` that runs ``loss_fn(model, batch).backward()``, optional
+    ``clip_grad_norm_(model.parameters(), clip_grad_norm)``, ``optimizer.step()`` and
+    ``optimizer.zero_grad(set_to_none=True)`` as one captured graph per batch shape; with
+    ``accumulate=K`` each call is one micro-batch, ``(loss_fn(model, batch) / K).backward()``,
+    and every K-th also clips and steps (the gradients in between are the parameters' own
+    ``.grad``, as eagerly). With ``budget`` (bytes with a unit, ``"3GiB"``, or a percentage of
+    what activation checkpointing can act on, ``"60%"``) each graph is planned by ``planner``
+    and rewritten to fit it. A call returns the (unscaled) loss of its batch; ``step.last_total_norm``
+    is the last clipped total norm. See the module docstring for what is read at every call
+    and what is refused."""
     import math
 
     import torch
@@ -272,6 +322,8 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
                 or not math.isfinite(clip_grad_norm) or clip_grad_norm <= 0:
             raise UsageError(f"clip_grad_norm must be a positive finite number, not {clip_grad_norm!r}")
         clip_grad_norm = float(clip_grad_norm)
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise UsageError(f"accumulate must be a whole number of micro-batches, at least 1, not {accumulate!r}")
     if budget is not None:
         from acir.analysis.budget import parse_budget
         from acir.api.planning import planner_pass
@@ -280,7 +332,7 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
         planner_pass(planner, str(budget))
     _check_hooks(model)
     options = _Options(schedule, None if budget is None else str(budget), planner, profile_reps, clip_grad_norm,
-                       verify, max_graphs, quiet)
+                       accumulate, verify, max_graphs, quiet)
     step = Step(model, optimizer, loss_fn, example_batch, options)
     sig, updates = step._signature_and_updates(example_batch)
     try:

@@ -37,6 +37,7 @@ class TracedStep:
     grads: list[Any] = field(default_factory=list)  # the traced p.grad tensors (fake)
     sentinels: dict[float, str] = field(default_factory=dict)  # stand-in float -> its HYPERPARAM input's name
     updated: list[str] = field(default_factory=list)  # the parameters the optimizer updated, in order
+    grad_names: list[str] = field(default_factory=list)  # a micro-batch without update: its gradient outputs
 
 
 def batch_leaves(batch) -> tuple[list[tuple[str, Any]], Any]:
@@ -58,9 +59,19 @@ def rebuild_batch(batch, tensors: list):
     return tree_unflatten([next(it) if isinstance(x, torch.Tensor) else x for x in leaves], spec)
 
 
-def step_inputs(model, opt, batch, updates: Updates) -> tuple[list[tuple[InputKind, str]], list]:
+@dataclass(frozen=True)
+class Phase:
+    """Where a micro-batch sits in gradient accumulation (``accumulate`` micro-batches per update)."""
+
+    accumulate: int = 1            # micro-batches per optimizer step: the loss is divided by it when > 1
+    carried: tuple[str, ...] = ()  # parameters whose .grad the earlier micro-batches left (GRADIENT inputs)
+    steps: bool = True             # this micro-batch ends with clipping and the optimizer's update
+
+
+def step_inputs(model, opt, batch, updates: Updates,
+                phase: Phase = Phase()) -> tuple[list[tuple[InputKind, str]], list]:
     """The graph inputs of a step, in order: parameters, buffers, the optimizer state of the
-    parameters ``updates`` names (as its rule lists it), batch tensors."""
+    parameters ``updates`` names (as its rule lists it), carried gradients, batch tensors."""
     import torch
 
     kinds: list[tuple[InputKind, str]] = []
@@ -80,6 +91,13 @@ def step_inputs(model, opt, batch, updates: Updates) -> tuple[list[tuple[InputKi
                                    "optimizer's state changed by hand?")
             kinds.append((InputKind.OPTIMIZER_STATE, f"{u.name}:{key}"))
             tensors.append(t)
+    params = dict(model.named_parameters())
+    for name in phase.carried:
+        grad = params[name].grad
+        if not isinstance(grad, torch.Tensor):
+            raise CaptureError(f"parameter {name} has no gradient to accumulate into (its .grad is None)")
+        kinds.append((InputKind.GRADIENT, f"{name}:grad"))
+        tensors.append(grad)
     leaves, _ = batch_leaves(batch)
     for name, t in leaves:
         kinds.append((InputKind.BATCH, name))
@@ -166,19 +184,24 @@ def _mark_backward_modules(loss, marks: list) -> None:
         todo.extend(nf for nf, _ in fn.next_functions)
 
 
-def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None = None) -> TracedStep:
-    """Trace ``loss_fn(model, batch).backward()``, gradient clipping when asked, and the optimizer's
-    updates (``updates``: the parameters with a gradient, each as its rule reproduces it) into an fx graph."""
+def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None = None,
+               phase: Phase = Phase()) -> TracedStep:
+    """Trace ``loss_fn(model, batch).backward()`` (divided by ``phase.accumulate`` when accumulating,
+    into the gradients ``phase.carried``), then, when ``phase.steps``, gradient clipping when asked
+    and the optimizer's updates (``updates``: each parameter as its rule reproduces it) into an fx
+    graph. A micro-batch that does not step returns its gradients after the loss."""
     import torch
     from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
     from torch.nn.utils.stateless import _reparametrize_module
 
-    kinds, tensors = step_inputs(model, opt, batch, updates)
+    kinds, tensors = step_inputs(model, opt, batch, updates, phase)
     n_params = sum(1 for k, _ in kinds if k is InputKind.PARAMETER)
     n_buffers = sum(1 for k, _ in kinds if k is InputKind.MODULE_BUFFER)
     state_slots = [(n.rsplit(":", 1)) for k, n in kinds if k is InputKind.OPTIMIZER_STATE]
     param_names = [n for k, n in kinds if k is InputKind.PARAMETER]
     buffer_names = [n for k, n in kinds if k is InputKind.MODULE_BUFFER]
+    n_state = sum(1 for k, _ in kinds if k is InputKind.OPTIMIZER_STATE)
+    n_carried = len(phase.carried)
     traced = TracedStep(gm=None, inputs=kinds)
     scalars = updates.scalar_values()
     traced.sentinels = {sentinel(k): name for k, name in enumerate(scalars)}
@@ -187,8 +210,9 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
     def step(*flat):
         params = flat[:n_params]
         buffers = flat[n_params:n_params + n_buffers]
-        state = flat[n_params + n_buffers:n_params + n_buffers + len(state_slots)]
-        leaves = flat[n_params + n_buffers + len(state_slots):]
+        state = flat[n_params + n_buffers:n_params + n_buffers + n_state]
+        carried = flat[n_params + n_buffers + n_state:n_params + n_buffers + n_state + n_carried]
+        leaves = flat[n_params + n_buffers + n_state + n_carried:]
         by_name = dict(zip(param_names, params))
         mapping = {**by_name, **dict(zip(buffer_names, buffers))}
         new_state: dict[str, dict] = {}
@@ -197,16 +221,21 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
         with _reparametrize_module(model, mapping, tie_weights=True):
             for p in params:
                 p.grad = None
+            for name, grad in zip(phase.carried, carried):
+                by_name[name].grad = grad
             loss = loss_fn(model, rebuild_batch(batch, list(leaves)))
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise CaptureError("loss_fn must return a scalar tensor")
             graph = get_proxy_mode().tracer.graph
             traced.forward_end = _last_node(graph)
             _mark_backward_modules(loss, traced.module_marks)
-            loss.backward()
+            (loss / phase.accumulate if phase.accumulate > 1 else loss).backward()
             traced.module_marks.append((_last_node(graph), ""))
             traced.backward_end = _last_node(graph)
             traced.grads = [p.grad for p in params if p.grad is not None]
+            if not phase.steps:
+                traced.grad_names = [n for n in param_names if by_name[n].grad is not None]
+                return (loss.detach(), *[by_name[n].grad for n in traced.grad_names])
             total_norm = None
             with torch.no_grad():
                 if clip_grad_norm is not None:

@@ -142,6 +142,9 @@ def input_tensors(module: Module, model, opt, batch, constants: dict | None = No
             t = opt.state[p].get(key) if p is not None and p in opt.state else None
         elif inp.kind is InputKind.HYPERPARAM:
             t = (scalars or {}).get(inp.name)
+        elif inp.kind is InputKind.GRADIENT:
+            p = params.get(inp.name.rsplit(":", 1)[0])
+            t = p.grad if p is not None else None
         elif inp.kind is InputKind.CONSTANT:
             if constants is None:
                 t = constant_tensor(module, inp)
