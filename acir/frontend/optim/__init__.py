@@ -31,15 +31,15 @@ _REFUSED = {
 
 
 def _rules() -> list[Rule]:
+    from acir.frontend.optim.adagrad import AdagradRule
     from acir.frontend.optim.adam import AdamRule
+    from acir.frontend.optim.adamax import AdamaxRule
+    from acir.frontend.optim.nadam import NAdamRule
+    from acir.frontend.optim.radam import RAdamRule
+    from acir.frontend.optim.rmsprop import RMSpropRule
     from acir.frontend.optim.sgd import SGDRule
 
-    rules: list[Rule] = [SGDRule(), AdamRule()]
-    try:
-        from acir.frontend.optim.others import more_rules
-    except ImportError:
-        return rules
-    return rules + more_rules()
+    return [SGDRule(), AdamRule(), AdagradRule(), RMSpropRule(), AdamaxRule(), NAdamRule(), RAdamRule()]
 
 
 def rule_for(opt) -> Rule:
