@@ -9,6 +9,13 @@ and ``loss_fn(model, batch)`` returns the scalar loss.
 Everything is built from the global RNG, so the same seed gives the same weights and the
 same batch; that is how ``acir-run`` rebuilds the model that an artifact was captured
 from. Building inside a ``FakeTensorMode`` gives a workload that costs no memory.
+
+A factory is user code, and some of it cannot run on fake tensors: weight initialisers
+that call ``.item()`` (torchvision's ConvNeXt, RegNet, Swin and ViT do), a checkpoint read
+from a file, NumPy. Capture must take any factory that works eagerly, so when the fake
+build fails (:func:`worth_building_for_real`), the workload is built for real and its
+parameters, buffers and batch are turned into fake tensors (:func:`to_fake`): that costs
+the model's parameter and buffer bytes for a moment, and capture says so.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ class Workload:
     model: Any  # torch.nn.Module
     batch: Any  # a pytree of tensors
     loss_fn: Callable[[Any, Any], Any]
+    real_bytes: int | None = None  # built for real, then made fake: the parameter and buffer bytes it held
+    real_build_reason: str = ""    # why it could not be built under fake tensors
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,8 @@ def _load_factory(spec: str) -> Callable:
             raise CaptureError(f"cannot import module {target!r} (from model spec {spec!r}): {e}") from e
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise CaptureError(f"{target} has no callable {attr!r}; the factory must be make(batch_size) -> (model, batch, loss_fn)")
+        raise CaptureError(f"{target} has no callable {attr!r}; the factory must be "
+                           "make(batch_size) -> (model, batch, loss_fn)")
     return factory
 
 
@@ -164,9 +174,11 @@ def _user_workload(spec: str, batch_size: int) -> Workload:
                            "(model, batch, loss_fn)")
     model, batch, loss_fn = out
     if not isinstance(model, torch.nn.Module):
-        raise CaptureError(f"model factory {spec} returned a {type(model).__name__} as the model; it must be a torch.nn.Module")
+        raise CaptureError(f"model factory {spec} returned a {type(model).__name__} as the model; "
+                           "it must be a torch.nn.Module")
     if not callable(loss_fn):
-        raise CaptureError(f"model factory {spec} returned a non-callable loss_fn; it must be loss_fn(model, batch) -> scalar loss")
+        raise CaptureError(f"model factory {spec} returned a non-callable loss_fn; "
+                           "it must be loss_fn(model, batch) -> scalar loss")
     return Workload(model, batch, loss_fn)
 
 
@@ -196,3 +208,58 @@ def effective_sizes(spec: str, seq_len: int, image_size: int) -> tuple[int, int]
     if entry is None:
         return seq_len, image_size
     return seq_len or entry.default_seq_len, image_size or entry.default_image_size
+
+
+def worth_building_for_real(e: BaseException) -> bool:
+    """Could building for real succeed where building under fake tensors raised ``e``?
+
+    Yes for anything the factory (or a zoo model's construction) raised, the fake-tensor
+    errors among them (``DataDependentOutputException`` from ``.item()``, a NumPy call, a
+    file read); no for acir's own refusals of the spec or of what the factory returned,
+    which a real build would repeat."""
+    if not isinstance(e, CaptureError):
+        return True
+    return e.__cause__ is not None and not isinstance(e.__cause__, CaptureError)
+
+
+def storage_bytes(tensors) -> int:
+    """The bytes of the distinct storages under ``tensors`` (tied or viewed tensors once)."""
+    seen: set = set()
+    total = 0
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def to_fake(wl: Workload, mode) -> int:
+    """Turn the real parameters, buffers and batch tensors of ``wl`` into fake tensors of
+    ``mode`` in place (tied parameters stay one parameter, views stay views of one storage),
+    so that tracing and the optimizer's state cost no memory; returns the parameter and
+    buffer bytes the real build held. Other tensors the model holds stay real: the step
+    reads them as constants, as it would have eagerly."""
+    import torch
+    from torch.utils._pytree import tree_map
+
+    model = wl.model
+    real = [t for t in (*model.parameters(), *model.buffers())]
+    nbytes = storage_bytes(real)
+    made: dict[int, Any] = {}
+
+    def fake(t, param: bool):
+        if id(t) not in made:
+            f = mode.from_tensor(t.detach())
+            made[id(t)] = torch.nn.Parameter(f, requires_grad=t.requires_grad) if param else f
+        return made[id(t)]
+
+    for m in model.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                m._parameters[name] = fake(p, True)
+        for name, b in list(m._buffers.items()):
+            if b is not None:
+                m._buffers[name] = fake(b, False)
+    wl.batch = tree_map(lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t, wl.batch)
+    return nbytes
