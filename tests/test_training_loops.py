@@ -354,3 +354,27 @@ def test_accumulation_matches_the_eager_loop(name, clip, budget):
             assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), \
                 f"micro-batch {k}: {n}.grad"
         assert_same(model, opt, ref, ref_opt, f"micro-batch {k}")
+
+
+def test_cli_captures_clipping_and_accumulation(tmp_path):
+    """acir-capture --accumulate K --clip-grad-norm MAX records both in the provenance and captures the last
+    micro-batch; acir-run --check replays the K-1 earlier micro-batches eagerly and checks it, also rewritten."""
+    from conftest import cli
+
+    from acir.ir.artifact import read_path
+    from acir.ir.graph import InputKind
+
+    art, rew = str(tmp_path / "a.acir"), str(tmp_path / "r.acir")
+    r = cli("acir-capture", "mlp", "-b", "4", "--accumulate", "3", "--clip-grad-norm", "0.5", "--optimizer", "sgd",
+            "-o", art)
+    assert r.returncode == 0, r.stderr.decode()
+    m = read_path(art)
+    assert (m.header.provenance.accumulate, m.header.provenance.clip_grad_norm) == (3, 0.5)
+    assert any(i.kind is InputKind.GRADIENT for i in m.graph.inputs)
+    r = cli("acir-opt", art, "-p", "profile{reps=1,warmup=0},liveness,recompute-all,rewrite", "-o", rew)
+    assert r.returncode == 0, r.stderr.decode()
+    for f in (art, rew):
+        r = cli("acir-run", f, "--check")
+        assert r.returncode == 0 and b"bit-identical" in r.stderr, r.stderr.decode()
+    r = cli("acir-capture", "mlp", "--accumulate", "0")
+    assert r.returncode == 1 and b"--accumulate must be at least 1" in r.stderr

@@ -15,6 +15,10 @@ examples:
   acir-capture my_model.py:make -b 8 -o mine.acir     # make(batch_size) -> (model, batch, loss_fn)
   acir-capture resnet152 -b 64 -o r152.acir           # fake tensors: costs no activation memory
 
+A factory that cannot run under fake tensors (an initialiser calling .item(), a checkpoint
+read from a file) is built for real and then traced on fake tensors; acir-capture says so,
+with the parameter and buffer bytes that cost, and the artifact's header records it.
+
 The artifact records how the model was built (spec, sizes, optimizer, seed, torch version),
 so acir-run can rebuild it later. Binary output goes to stdout when it is not a terminal.
 """
@@ -31,7 +35,8 @@ def _parser():
     p.add_argument("-b", "--batch-size", type=int, default=2, help="mini-batch size (default 2)")
     p.add_argument("--seq-len", type=int, default=0, help="sequence length for BERT/GPT-2 (default 128)")
     p.add_argument("--image-size", type=int, default=0, help="image side for ResNets (default 224)")
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimizer (default adam, capturable)")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+                   help="optimizer, built with torch's defaults but lr (sgd: momentum 0.9) (default adam)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -39,6 +44,11 @@ def _parser():
                    help="interleaved (default): each parameter is updated inside the backward as soon as its "
                         "gradient is final (same numbers, gradients freed early); eager: PyTorch's order, "
                         "the optimizer after the whole backward")
+    p.add_argument("--clip-grad-norm", type=float, default=None, metavar="MAX",
+                   help="clip_grad_norm_(model.parameters(), MAX) before the update, as a training loop would")
+    p.add_argument("--accumulate", type=int, default=1, metavar="K",
+                   help="gradient accumulation over K micro-batches: capture the last one, whose gradients from the "
+                        "first K-1 come in as inputs and which clips and updates (default 1: none)")
     p.add_argument("-o", "--output", help="output file (default: stdout, when it is not a terminal)")
     p.add_argument("--emit", choices=("binary", "text"), default="binary", help="artifact form (default binary)")
     p.add_argument("--list-models", action="store_true", help="list the zoo and exit")
@@ -60,9 +70,22 @@ def _body(args) -> int:
     t0 = time.perf_counter()
     if sys.stderr.isatty():
         print(f"capturing {args.model} (batch {args.batch_size}) ...", file=sys.stderr)
+    if args.clip_grad_norm is not None and not (0 < args.clip_grad_norm < float("inf")):
+        raise CaptureError(f"--clip-grad-norm must be a positive finite number, not {args.clip_grad_norm}")
+    if args.accumulate < 1:
+        raise CaptureError(f"--accumulate must be at least 1 micro-batch, not {args.accumulate}")
     module = capture(CaptureOptions(args.model, args.batch_size, args.seq_len, args.image_size, args.optimizer,
-                                    args.lr, args.seed, args.device, args.schedule))
+                                    args.lr, args.seed, args.device, args.schedule, args.clip_grad_norm,
+                                    args.accumulate))
     seconds = time.perf_counter() - t0
+    from acir.frontend.step import real_build
+
+    built = real_build(module)
+    if built is not None:
+        nbytes, why = built
+        print(f"acir-capture: {args.model} could not be built under fake tensors ({why}), so it was built for real: "
+              f"{nbytes / 2**20:.1f} MiB ({nbytes} bytes) of parameters and buffers (recorded in the header)",
+              file=sys.stderr)
     from acir.ir.verify import verify
 
     verify(module)

@@ -97,7 +97,8 @@ def _body(args) -> int:
             return BoundStep(other, model, opt, other_gm)(batch)
 
         report = check_against_eager(make, run_acir, args.seed, run_other if other is not None else None,
-                                     f"{args.against}" if other is not None else "eager")
+                                     f"{args.against}" if other is not None else "eager",
+                                     prov.clip_grad_norm or None, max(prov.accumulate, 1))
         result.update(check="ok" if report.ok else "mismatch", max_abs_diff=report.max_abs_diff,
                       loss=report.loss_acir, compared=report.compared)
         if not report.ok:

@@ -24,8 +24,21 @@ def provenance_for(module: Module, model_override: str | None = None) -> Provena
 
 
 def rebuild(prov: Provenance):
-    """(model, optimizer, loss_fn, batch), built with real tensors from ``prov``."""
+    """(model, optimizer, loss_fn, batch), built with real tensors from ``prov``; for a step of
+    gradient accumulation (``prov.accumulate`` > 1, whose artifact is the last micro-batch),
+    the earlier micro-batches have run eagerly on the batch, so the parameters hold their
+    accumulated ``.grad`` (each from its own fixed seed: the same gradients every rebuild)."""
+    import torch
+
     from acir.frontend.step import build_workload
 
     wl, opt = build_workload(prov)
+    if prov.accumulate > 1:
+        rng = torch.random.get_rng_state()
+        try:
+            for k in range(prov.accumulate - 1):
+                torch.manual_seed(prov.seed + 1 + k)
+                (wl.loss_fn(wl.model, wl.batch) / prov.accumulate).backward()
+        finally:
+            torch.random.set_rng_state(rng)
     return wl.model, opt, wl.loss_fn, wl.batch

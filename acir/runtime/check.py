@@ -82,13 +82,16 @@ def compare_states(model_a, opt_a, model_b, opt_b) -> list[Difference]:
 
 def check_against_eager(make: Callable[[], tuple[Any, Any, Any, Any]], run_acir: Callable[[Any, Any, Any], Any],
                         step_seed: int, reference: Callable[[Any, Any, Any], Any] | None = None,
-                        reference_name: str = "eager") -> CheckReport:
+                        reference_name: str = "eager", clip_grad_norm: float | None = None,
+                        accumulate: int = 1) -> CheckReport:
     """Run one reference step and one acir step from identical fresh states and compare.
 
     ``make()`` returns a fresh ``(model, optimizer, loss_fn, batch)`` built from the same
     seed each call; ``run_acir(model, optimizer, batch)`` runs the captured step on it.
     The reference is eager PyTorch unless ``reference(model, optimizer, batch)`` is given
-    (e.g. the graph before a rewrite), named ``reference_name`` in the report.
+    (e.g. the graph before a rewrite), named ``reference_name`` in the report; the eager step
+    clips to ``clip_grad_norm`` and is the last of ``accumulate`` micro-batches when asked
+    (``make()`` then gives the parameters the earlier micro-batches' ``.grad``).
     """
     import torch
 
@@ -97,7 +100,7 @@ def check_against_eager(make: Callable[[], tuple[Any, Any, Any, Any]], run_acir:
     model_a, opt_a, loss_fn, batch_a = make()
     torch.manual_seed(step_seed)
     if reference is None:
-        loss_a = eager_step(model_a, opt_a, loss_fn, batch_a)
+        loss_a = eager_step(model_a, opt_a, loss_fn, batch_a, clip_grad_norm, accumulate)
     else:
         loss_a = reference(model_a, opt_a, batch_a)
     model_b, opt_b, _, batch_b = make()

@@ -128,10 +128,19 @@ def optimizer_options(opt) -> dict[str, str]:
     return {k: repr(group[k]) for k in sorted(group) if k != "params"}
 
 
-def eager_step(model, opt, loss_fn, batch):
-    """One eager training iteration, the reference every captured step must reproduce."""
-    opt.zero_grad(set_to_none=True)
+def eager_step(model, opt, loss_fn, batch, clip_grad_norm: float | None = None, accumulate: int = 1):
+    """One eager training iteration, the reference every captured step must reproduce: with
+    ``accumulate`` > 1, the last micro-batch of an accumulation (the earlier ones' gradients
+    are the parameters' ``.grad``): ``(loss / accumulate).backward()``, clip, step, zero."""
+    import torch
+
+    if accumulate <= 1:
+        opt.zero_grad(set_to_none=True)
     loss = loss_fn(model, batch)
-    loss.backward()
+    (loss / accumulate if accumulate > 1 else loss).backward()
+    if clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     opt.step()
+    if accumulate > 1:
+        opt.zero_grad(set_to_none=True)
     return loss.detach()
