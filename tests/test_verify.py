@@ -310,3 +310,5 @@ def test_numbers_that_do_not_fit_their_fields():
     assert any("not valid Unicode" in p for p in broken(_set(node(3), name="relu\ud800")))
     assert any("revision 4294967296 is not in 0..4294967295" in p
                for p in broken(_set(lambda m: m.header, revision=2 ** 32)))
+    assert broken(_set(lambda m: m.header.provenance, accumulate=2 ** 63)) == [
+        "header: provenance accumulate 9223372036854775808 does not fit 64 bits"]

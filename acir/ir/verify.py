@@ -132,8 +132,8 @@ def _check_header(m: Module, out: list[str]) -> None:
     if not _in(h.revision, _UINT32):
         out.append(f"header: revision {h.revision} is not in 0..{_UINT32[1]}")
     p = h.provenance
-    for f in ("batch_size", "seq_len", "image_size", "seed"):
-        if not _in(getattr(p, f), _INT64):
+    for f in ("batch_size", "seq_len", "image_size", "seed", "accumulate"):
+        if not _in(getattr(p, f, 0), _INT64):
             out.append(f"header: provenance {f} {getattr(p, f)} does not fit 64 bits")
     texts = [h.producer, *h.pipeline, p.model, p.optimizer, p.device, p.dtype, p.torch_version,
              *p.optimizer_options, *p.optimizer_options.values()]
