@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from acir.ir.graph import InputKind, Module, Region
+from acir.ir.graph import Graph, InputKind, Module, Region
 from acir.pipeline.pass_base import Pass, PassResult
 
 
@@ -54,82 +54,90 @@ class InterleaveOptimizer(Pass):
     name: ClassVar[str] = "interleave-optimizer"
 
     def run(self, module: Module) -> PassResult:
-        g = module.graph
-        nodes = g.nodes
-        storage_of = {vid: v.storage for vid, v in g.values.items()}
-        producer_rank: dict[int, int] = {}
-        for r, n in enumerate(nodes):
-            for vid in n.output_ids():
-                producer_rank[vid] = r
-        opt = [r for r, n in enumerate(nodes) if n.region is Region.OPTIMIZER]
-        if not opt:
+        moved, groups = interleave(module.graph)
+        if moved < 0:
             return PassResult(False, {"moved_groups": 0})
-        opt_set = set(opt)
-        # storages each optimizer node touches, and what it writes (outputs into an existing storage)
-        uf = _UnionFind()
-        touched: dict[int, set[int]] = {}
-        writes: dict[int, set[int]] = {}
-        for r in opt:
+        return PassResult(True, {"moved_groups": moved, "groups": groups})
+
+
+def interleave(g: Graph) -> tuple[int, int]:
+    """Move each parameter's optimizer group to just after what it waits for (see the module
+    docstring), in place; returns (groups moved, groups), or (-1, 0) when nothing moved."""
+    nodes = g.nodes
+    storage_of = {vid: v.storage for vid, v in g.values.items()}
+    producer_rank: dict[int, int] = {}
+    for r, n in enumerate(nodes):
+        for vid in n.output_ids():
+            producer_rank[vid] = r
+    opt = [r for r, n in enumerate(nodes) if n.region is Region.OPTIMIZER]
+    if not opt:
+        return -1, 0
+    opt_set = set(opt)
+    # storages each optimizer node touches, and what it writes (outputs into an existing storage)
+    uf = _UnionFind()
+    touched: dict[int, set[int]] = {}
+    writes: dict[int, set[int]] = {}
+    for r in opt:
+        n = nodes[r]
+        ins = {storage_of[v] for v in n.input_ids()}
+        outs = {storage_of[v] for v in n.output_ids()}
+        touched[r] = ins | outs
+        writes[r] = outs & ins  # in place: the output lives in a storage it was given
+        first = next(iter(touched[r]), None)
+        for s in touched[r]:
+            uf.union(first, s)
+    # a parameter's state belongs to its update even where no op links them (Adam's step counter,
+    # incremented on its own, its bias corrections being the host's): one group per parameter
+    param_storage = {i.name: storage_of[i.value] for i in g.inputs if i.kind is InputKind.PARAMETER}
+    for i in g.inputs:
+        if i.kind is InputKind.OPTIMIZER_STATE and i.name.rsplit(":", 1)[0] in param_storage:
+            uf.union(param_storage[i.name.rsplit(":", 1)[0]], storage_of[i.value])
+    # the last non-optimizer node that reads or writes each storage
+    last_other: dict[int, int] = {}
+    for r, n in enumerate(nodes):
+        if r in opt_set:
+            continue
+        for v in n.input_ids() + n.output_ids():
+            last_other[storage_of[v]] = r
+    groups: dict[int, list[int]] = {}
+    for r in opt:
+        key = uf.find(next(iter(touched[r]))) if touched[r] else -1 - r
+        groups.setdefault(key, []).append(r)
+    anchor_of: dict[int, int] = {}  # group key -> rank of the non-optimizer node it follows
+    for key, members in groups.items():
+        anchor = -1
+        for r in members:
             n = nodes[r]
-            ins = {storage_of[v] for v in n.input_ids()}
-            outs = {storage_of[v] for v in n.output_ids()}
-            touched[r] = ins | outs
-            writes[r] = outs & ins  # in place: the output lives in a storage it was given
-            first = next(iter(touched[r]), None)
-            for s in touched[r]:
-                uf.union(first, s)
-        # a parameter's state belongs to its update even where no op links them (Adam's step counter,
-        # incremented on its own, its bias corrections being the host's): one group per parameter
-        param_storage = {i.name: storage_of[i.value] for i in g.inputs if i.kind is InputKind.PARAMETER}
-        for i in g.inputs:
-            if i.kind is InputKind.OPTIMIZER_STATE and i.name.rsplit(":", 1)[0] in param_storage:
-                uf.union(param_storage[i.name.rsplit(":", 1)[0]], storage_of[i.value])
-        # the last non-optimizer node that reads or writes each storage
-        last_other: dict[int, int] = {}
-        for r, n in enumerate(nodes):
-            if r in opt_set:
-                continue
-            for v in n.input_ids() + n.output_ids():
-                last_other[storage_of[v]] = r
-        groups: dict[int, list[int]] = {}
-        for r in opt:
-            key = uf.find(next(iter(touched[r]))) if touched[r] else -1 - r
-            groups.setdefault(key, []).append(r)
-        anchor_of: dict[int, int] = {}  # group key -> rank of the non-optimizer node it follows
-        for key, members in groups.items():
-            anchor = -1
-            for r in members:
-                n = nodes[r]
-                for v in n.input_ids():
-                    p = producer_rank.get(v, -1)
-                    if p not in opt_set:
-                        anchor = max(anchor, p)
-                for s in writes[r]:
-                    anchor = max(anchor, last_other.get(s, -1))
-            anchor_of[key] = anchor
-        # a group may not move before an earlier group it depends on (shared values across groups)
-        group_of = {r: key for key, members in groups.items() for r in members}
-        for key, members in groups.items():
-            for r in members:
-                for v in nodes[r].input_ids():
-                    p = producer_rank.get(v, -1)
-                    if p in opt_set and group_of[p] != key:
-                        anchor_of[key] = max(anchor_of[key], anchor_of[group_of[p]])
-        first_bw = next((r for r, n in enumerate(nodes) if n.region is not Region.FORWARD), len(nodes))
-        after: dict[int, list[int]] = {}
-        moved = 0
-        for key in sorted(groups, key=lambda k: groups[k][0]):
-            anchor = max(anchor_of[key], first_bw - 1)
-            after.setdefault(anchor, []).extend(groups[key])
-        order: list[int] = []
-        for r in [-1] + [r for r in range(len(nodes)) if r not in opt_set]:
-            if r >= 0:
-                order.append(r)
-            for m in after.get(r, ()):
-                order.append(m)
-        if order == list(range(len(nodes))):
-            return PassResult(False, {"moved_groups": 0})
-        last_non_opt = max(r for r in range(len(nodes)) if r not in opt_set)
-        moved = sum(1 for key in groups if max(anchor_of[key], first_bw - 1) < last_non_opt)
-        g.nodes = [nodes[r] for r in order]
-        return PassResult(True, {"moved_groups": moved, "groups": len(groups)})
+            for v in n.input_ids():
+                p = producer_rank.get(v, -1)
+                if p not in opt_set:
+                    anchor = max(anchor, p)
+            for s in writes[r]:
+                anchor = max(anchor, last_other.get(s, -1))
+        anchor_of[key] = anchor
+    # a group may not move before an earlier group it depends on (shared values across groups)
+    group_of = {r: key for key, members in groups.items() for r in members}
+    for key, members in groups.items():
+        for r in members:
+            for v in nodes[r].input_ids():
+                p = producer_rank.get(v, -1)
+                if p in opt_set and group_of[p] != key:
+                    anchor_of[key] = max(anchor_of[key], anchor_of[group_of[p]])
+    first_bw = next((r for r, n in enumerate(nodes) if n.region in (Region.BACKWARD, Region.OPTIMIZER)), len(nodes))
+    after: dict[int, list[int]] = {}
+    moved = 0
+    for key in sorted(groups, key=lambda k: groups[k][0]):
+        anchor = max(anchor_of[key], first_bw - 1)
+        after.setdefault(anchor, []).extend(groups[key])
+    order: list[int] = []
+    for r in [-1] + [r for r in range(len(nodes)) if r not in opt_set]:
+        if r >= 0:
+            order.append(r)
+        for m in after.get(r, ()):
+            order.append(m)
+    if order == list(range(len(nodes))):
+        return -1, 0
+    last_non_opt = max(r for r in range(len(nodes)) if r not in opt_set)
+    moved = sum(1 for key in groups if max(anchor_of[key], first_bw - 1) < last_non_opt)
+    g.nodes = [nodes[r] for r in order]
+    return moved, len(groups)

@@ -93,6 +93,8 @@ class _GraphIndex:
         input_storages = {g.values[i.value].storage for i in g.inputs}
         writers: dict[int, list[int]] = {}
         for r, node in enumerate(g.nodes):
+            if node.region is Region.COMMUNICATION:
+                continue  # a broadcast before the forward (data parallelism) writes inputs only
             if node.region is not Region.FORWARD:
                 break
             for vid in node.output_ids():

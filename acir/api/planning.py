@@ -48,6 +48,24 @@ def plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, plann
         torch.random.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+    if _collectives(module):  # every rank plans on rank 0's times, so that all ranks run the same graph
+        import torch.distributed as dist
+
+        shared = [module.analyses[PROFILE]]
+        dist.broadcast_object_list(shared, src=0, group=_group_of(module))
+        module.analyses[PROFILE] = shared[0]
     module.header.pipeline.append(f"profile{{reps={reps},warmup=1}}")
     passes = build_pipeline("liveness") + [plan_pass] + build_pipeline("rewrite")
     PassManager(passes, verify=verify).run(module)
+
+
+def _collectives(module: Module) -> bool:
+    return any(n.op.startswith("_c10d_functional.") for n in module.graph.nodes)
+
+
+def _group_of(module: Module):
+    """The process group the module's collectives name."""
+    import torch.distributed as dist
+
+    name = next(n.args[2] for n in module.graph.nodes if n.op == "_c10d_functional.all_reduce_.default")
+    return dist.distributed_c10d._resolve_process_group(name) if name != dist.group.WORLD.group_name else None

@@ -67,9 +67,21 @@ class _Options:
     profile_reps: int
     clip_grad_norm: float | None
     accumulate: int
+    distributed: _Distributed | None
     verify: bool
     max_graphs: int
     quiet: bool
+
+
+@dataclass(frozen=True)
+class _Distributed:
+    """How the step runs across ranks: PyTorch's data parallelism (``"ddp"``) on a process group."""
+
+    kind: str
+    group: Any            # the torch.distributed ProcessGroup
+    world: int
+    rank: int
+    bucket_bytes: int
 
 
 @dataclass
@@ -150,7 +162,14 @@ class Step:
             self._graphs.move_to_end(sig)
         self._last = g
         scalars = updates.scalar_values()
-        outputs = g.bound.run(batch, {k: scalars[k] for k in g.bound.scalar_names})
+        try:
+            outputs = g.bound.run(batch, {k: scalars[k] for k in g.bound.scalar_names})
+        except RuntimeError as e:
+            if self.options.distributed is None:
+                raise
+            d = self.options.distributed
+            raise RunError(f"rank {d.rank} of {d.world}: the step failed while the ranks work together ({e}); "
+                           "another rank may have raised or died") from e
         if self._phase().steps:
             mark_stepped(self.optimizer)
             for p in self.model.parameters():  # optimizer.zero_grad(set_to_none=True)
@@ -225,6 +244,8 @@ class Step:
         module, traced = capture_micro_batch(self.model, self.optimizer, self.loss_fn, batch, prov, o.clip_grad_norm,
                                              updates=updates, phase=phase)
         apply_schedule(module, o.schedule)
+        if o.distributed is not None:
+            _make_data_parallel(module, o.distributed)
         if o.verify:
             from acir.ir.verify import verify
 
@@ -232,6 +253,8 @@ class Step:
         if o.budget is not None:
             plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
                              o.verify)
+        if o.distributed is not None:
+            _same_graph_on_every_rank(module, o.distributed)
         g = _Graph(module, BoundStep(module, self.model, self.optimizer), frozenset(updated_parameters(module)),
                    tuple(traced.grad_names), time.perf_counter() - t0)
         if phase.steps:
@@ -257,6 +280,64 @@ def _what_changed(sig: tuple, others: list[tuple]) -> str:
     parts = ["a new batch shape or batch value", "a new set of trainable parameters",
              "a new optimizer decision (a first momentum step, a switched branch ...)", "another micro-batch phase"]
     return " and ".join(p for p, a, b in zip(parts, sig, near) if a != b) or "a step"
+
+
+def _make_data_parallel(module: Module, d: _Distributed) -> None:
+    """Run the ``ddp`` pass for this process group (recorded in the header's pipeline)."""
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import instantiate
+    from acir.pipeline.syntax import PassSpec
+
+    spec = PassSpec("ddp", {"world": str(d.world), "bucket": str(d.bucket_bytes), "group": d.group.group_name})
+    PassManager([instantiate(spec)]).run(module)
+
+
+def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
+    """Every rank must run the same collectives on the same shapes: compare a digest of the graph
+    across ranks before the first call, and name the ranks that differ."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    h = hashlib.sha256()
+    for n in module.graph.nodes:
+        if n.op.startswith("_c10d_functional."):
+            shapes = [module.graph.values[v].shape for v in n.input_ids()]
+            h.update(f"{n.op}{shapes}{n.args[1:]}".encode())
+    for i in module.graph.inputs:
+        v = module.graph.values[i.value]
+        h.update(f"{i.kind.name}{i.name}{v.shape}{v.dtype}".encode())
+    mine = h.hexdigest()
+    every: list = [None] * d.world
+    dist.all_gather_object(every, mine, group=d.group)
+    differ = [r for r, x in enumerate(every) if x != every[0]]
+    if differ:
+        raise RunError(f"rank {d.rank}: the ranks captured different steps (ranks {differ} differ from rank 0: "
+                       "other shapes, another model or other optimizer options); every rank must compile the same "
+                       "model, optimizer and batch shapes")
+
+
+def _distributed_setup(kind: str | None, process_group, bucket_cap_mb, model) -> _Distributed | None:
+    """Check the process group and start as DDP starts: parameters and buffers broadcast from rank 0."""
+    if kind is None:
+        return None
+    if kind != "ddp":
+        raise UsageError(f"distributed must be \"ddp\" (or None), not {kind!r}")
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise UsageError('distributed="ddp" runs inside an initialised process group: call '
+                         "torch.distributed.init_process_group first (torchrun sets up its environment)")
+    group = process_group if process_group is not None else dist.group.WORLD
+    if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
+        raise UsageError(f"bucket_cap_mb must be a positive number of MiB, not {bucket_cap_mb!r}")
+    from torch.distributed.utils import _sync_module_states, _verify_param_shape_across_processes
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    _verify_param_shape_across_processes(group, params)
+    _sync_module_states(module=model, process_group=group, broadcast_bucket_size=250 * 1024 * 1024, src=0,
+                        params_and_buffers_to_ignore=set())
+    return _Distributed(kind, group, dist.get_world_size(group), dist.get_rank(group), int(bucket_cap_mb * 2**20))
 
 
 def _check_hooks(model) -> None:
@@ -287,7 +368,8 @@ def _check_hooks(model) -> None:
 def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch, *,  # noqa: A001
             budget: str | None = None, planner: str = "mutwo", clip_grad_norm: float | None = None, accumulate: int = 1,
             schedule: str = "interleaved", profile_reps: int = 3, verify: bool = True, max_graphs: int = 8,
-            quiet: bool = False) -> Step:
+            quiet: bool = False, distributed: str | None = None, process_group=None,
+            bucket_cap_mb: float = 25) -> Step:
     """A :class:`Step` that runs ``loss_fn(model, batch).backward()``, optional
     ``clip_grad_norm_(model.parameters(), clip_grad_norm)``, ``optimizer.step()`` and
     ``optimizer.zero_grad(set_to_none=True)`` as one captured graph per batch shape; with
@@ -295,7 +377,12 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
     and every K-th also clips and steps (the gradients in between are the parameters' own
     ``.grad``, as eagerly). With ``budget`` (bytes with a unit, ``"3GiB"``, or a percentage of
     what activation checkpointing can act on, ``"60%"``) each graph is planned by ``planner``
-    and rewritten to fit it. A call returns the (unscaled) loss of its batch; ``step.last_total_norm``
+    and rewritten to fit it. With ``distributed="ddp"``, inside an initialised process group
+    (``process_group``, default the world), the step is one rank of data-parallel training
+    that equals ``DistributedDataParallel(model)`` with its defaults (``bucket_cap_mb``):
+    parameters and buffers are broadcast from rank 0 now, buffers again before each forward,
+    and gradients averaged across ranks in DDP's buckets (the ``ddp`` pass).
+    A call returns the (unscaled) loss of its batch; ``step.last_total_norm``
     is the last clipped total norm. See the module docstring for what is read at every call
     and what is refused."""
     import math
@@ -331,8 +418,12 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
         parse_budget(str(budget))
         planner_pass(planner, str(budget))
     _check_hooks(model)
+    if distributed is not None and accumulate > 1:
+        raise UsageError("accumulate > 1 with distributed=\"ddp\" is not supported yet (DDP's no_sync semantics); "
+                         "accumulate in your loop with one compiled step per micro-batch size instead")
+    dist_setup = _distributed_setup(distributed, process_group, bucket_cap_mb, model)
     options = _Options(schedule, None if budget is None else str(budget), planner, profile_reps, clip_grad_norm,
-                       accumulate, verify, max_graphs, quiet)
+                       accumulate, dist_setup, verify, max_graphs, quiet)
     step = Step(model, optimizer, loss_fn, example_batch, options)
     sig, updates = step._signature_and_updates(example_batch)
     try:

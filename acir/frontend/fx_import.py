@@ -236,7 +236,32 @@ def import_step(traced: TracedStep) -> Graph:
         g.nodes.append(node)
         env[fxn] = outs
         module = marks.get(fxn, module)
+    g.param_grads = _param_grads(imp, traced)
     from acir.ir.rng import insert_state_nodes
 
     insert_state_nodes(g)  # so that a recomputation can replay dropout's draws (acir.ir.rng)
     return g
+
+
+def _param_grads(imp: _Importer, traced: TracedStep) -> dict[str, int]:
+    """Each parameter's gradient as the backward left it: the last value, up to the end of the
+    backward, that is that tensor (its storage, offset, shape and strides)."""
+    g = imp.graph
+    last: dict[tuple, int] = {}
+    for node in g.nodes:
+        if node.region is Region.OPTIMIZER:
+            continue
+        for vid in node.output_ids():
+            v = g.values[vid]
+            last[(v.storage, v.storage_offset, v.shape, v.strides)] = vid
+    for inp in g.inputs:  # a gradient carried in and not written (no gradient this micro-batch) is the input
+        v = g.values[inp.value]
+        last.setdefault((v.storage, v.storage_offset, v.shape, v.strides), inp.value)
+    out: dict[str, int] = {}
+    for name, grad in traced.grad_of.items():
+        sid = imp.storage_of.get(imp.storage_key(grad))
+        vid = last.get((sid, grad.storage_offset(), tuple(grad.shape), tuple(grad.stride())))
+        if vid is None:
+            raise CaptureError(f"internal: the gradient of {name} is not a value of the captured graph")
+        out[name] = vid
+    return out

@@ -38,6 +38,7 @@ class TracedStep:
     sentinels: dict[float, str] = field(default_factory=dict)  # stand-in float -> its HYPERPARAM input's name
     updated: list[str] = field(default_factory=list)  # the parameters the optimizer updated, in order
     grad_names: list[str] = field(default_factory=list)  # a micro-batch without update: its gradient outputs
+    grad_of: dict[str, Any] = field(default_factory=dict)  # parameter name -> its .grad when the backward ends
 
 
 def batch_leaves(batch) -> tuple[list[tuple[str, Any]], Any]:
@@ -233,6 +234,7 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
             traced.module_marks.append((_last_node(graph), ""))
             traced.backward_end = _last_node(graph)
             traced.grads = [p.grad for p in params if p.grad is not None]
+            traced.grad_of = {n: by_name[n].grad for n in param_names if by_name[n].grad is not None}
             if not phase.steps:
                 traced.grad_names = [n for n in param_names if by_name[n].grad is not None]
                 return (loss.detach(), *[by_name[n].grad for n in traced.grad_names])

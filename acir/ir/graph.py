@@ -32,12 +32,14 @@ class Role(enum.Enum):
     GRAD = 5
     OPT_STATE = 6
     OTHER = 7
+    COMM_BUFFER = 8  # a flat buffer a collective works on (a bucket of gradients)
 
 
 class Region(enum.Enum):
     FORWARD = 1
     BACKWARD = 2
     OPTIMIZER = 3
+    COMMUNICATION = 4  # collectives across ranks and the copies around them; may sit anywhere
 
 
 class InputKind(enum.Enum):
@@ -191,6 +193,9 @@ class Graph:
     inputs: list[GraphInput] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
+    #: PARAMETER input name -> the value holding its gradient as the backward leaves it (what the
+    #: optimizer, clipping and gradient communication read).
+    param_grads: dict[str, int] = field(default_factory=dict)
 
     def storage(self, sid: int) -> Storage:
         return self.storage_map()[sid]

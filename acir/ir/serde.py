@@ -153,6 +153,8 @@ def module_to_pb(m: Module) -> pb.Module:
         if n.recompute_of is not None:
             pn.recompute_of = n.recompute_of
     g.outputs.extend(m.graph.outputs)
+    for name, vid in m.graph.param_grads.items():
+        g.param_grads.add(param=name, value=vid)
     _analyses_to_pb(m.analyses, msg.analyses)
     return msg
 
@@ -329,6 +331,7 @@ def module_from_pb(msg: pb.Module) -> Module:
             recompute_of=pn.recompute_of if pn.HasField("recompute_of") else None,
         ))
     g.outputs = list(pg.outputs)
+    g.param_grads = {pgr.param: pgr.value for pgr in pg.param_grads}
     return Module(header, g, _analyses_from_pb(msg.analyses))
 
 

@@ -18,7 +18,9 @@ Why the format looks like this:
 * A CONSTANT input's bytes follow its line as ``data=<base64>``.
 * Strings are JSON-quoted; floats use ``repr`` (exact, incl. ``-inf`` and ``-0.0``; a NaN
   keeps its sign but not its payload bits); torch enums print as ``torch.<name>``.
-* Analysis blocks follow the ``output`` line, one line each in artifact order:
+* Each parameter's gradient, as the backward leaves it, follows the ``output`` line:
+  ``grad "fc.weight" v17`` (what the optimizer, clipping and gradient communication read).
+* Analysis blocks follow, one line each in artifact order:
   ``analysis liveness <block>``, the block in protobuf's one-line text format
   (:func:`acir.ir.serde.analysis_to_text`). They are data, so they round-trip with the graph.
 * When a ``profile``, ``liveness`` or ``plan`` block is present (fresh or stale), each node
@@ -84,7 +86,7 @@ _ROLES = {r.name: r for r in Role}
 _REGIONS = {r.name: r for r in Region}
 _KINDS = {k.name: k for k in InputKind}
 _HEADER_KINDS = ("revision", "pipeline", "provenance", "optimizer_option")
-_KIND_LIST = "acir, revision, pipeline, provenance, optimizer_option, input, n<id>, output or analysis"
+_KIND_LIST = "acir, revision, pipeline, provenance, optimizer_option, input, n<id>, output, grad or analysis"
 
 _BARE = re.compile(r"[A-Za-z0-9_.\-]+")  # names, ops, module paths, option keys; else JSON-quoted
 _BARE_DEVICE = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -270,6 +272,7 @@ def print_module(m: Module) -> str:
         k = len(lines) - len(g.nodes)
         lines[k:] = [line + note for line, note in zip(lines[k:], notes)]
     lines.append(("output " + ", ".join(f"v{v}" for v in g.outputs)).rstrip())
+    lines += [f"grad {_q(name)} v{vid}" for name, vid in g.param_grads.items()]
     blocks = _blocks(m)
     if blocks:
         from acir.ir.serde import analysis_to_text

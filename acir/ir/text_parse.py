@@ -261,6 +261,18 @@ class _Reader:
             vid, i = read_int(s, i + 1, "a value id")
             self.graph.outputs.append(vid)
 
+    def grad(self, s: str) -> None:
+        """``grad "<param>" v17``: the value holding a parameter's gradient as the backward leaves it."""
+        name, i = read_string(s, expect(s, len("grad"), " "))
+        i = expect(s, i, " ")
+        if not s.startswith("v", i):
+            raise Bad(i, "expected a value reference like v12")
+        vid, i = read_int(s, i + 1, "a value id")
+        expect_end(s, i)
+        if name in self.graph.param_grads:
+            raise Bad(0, f"parameter {name!r} has two grad lines")
+        self.graph.param_grads[name] = vid
+
     def analysis(self, s: str) -> None:
         start = len("analysis ")
         name, i = read_word(s, start, _BARE, "an analysis name")
@@ -286,8 +298,11 @@ class _Reader:
             self.acir(s)
             return 1
         if phase == 4:
+            if kind == "grad" and not self.analyses:
+                self.grad(s)
+                return 4
             if kind != "analysis":
-                raise Bad(0, "text after the 'output' line; only 'analysis' lines may follow it")
+                raise Bad(0, "text after the 'output' line; only 'grad' lines, then 'analysis' lines, may follow it")
             self.analysis(s)
             return 4
         if kind in _HEADER_KINDS:

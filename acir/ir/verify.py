@@ -341,8 +341,8 @@ def _check_graph(g: Graph, out: list[str]) -> None:
         elif n.region is Region.FORWARD and after_forward is not None:
             out.append(f"{who}: region FORWARD after {after_forward.region.name}; the forward comes first "
                        "(BACKWARD and OPTIMIZER nodes may interleave after it)")
-        elif n.region is not Region.FORWARD and after_forward is None:
-            after_forward = n
+        elif n.region not in (Region.FORWARD, Region.COMMUNICATION) and after_forward is None:
+            after_forward = n  # COMMUNICATION nodes may sit anywhere (a broadcast before the forward)
         refs, bad = [], []
         _walk_arg(n.args, refs, bad)
         for a in n.kwargs.values():
@@ -370,6 +370,14 @@ def _check_graph(g: Graph, out: list[str]) -> None:
     for vid in g.outputs:
         if vid not in defined:
             out.append(f"graph output v{vid} is never defined")
+    params = {i.name for i in g.inputs if i.kind is InputKind.PARAMETER}
+    for name, vid in g.param_grads.items():
+        if name not in params:
+            out.append(f"grad {name!r}: no PARAMETER input has that name")
+        elif vid not in defined:
+            out.append(f"grad {name!r}: v{vid} is never defined")
+        elif g.values[vid].role not in (Role.GRAD, Role.COMM_BUFFER):
+            out.append(f"grad {name!r}: v{vid} has role {_name(g.values[vid].role)}, not GRAD")
     for vid in g.values:
         if vid not in defined:
             out.append(f"v{vid}: in the values table but defined by no graph input or node")
@@ -419,6 +427,10 @@ def _rederive(m: Module) -> Rederivation:
     bad_values: dict[int, str] = {}
     for n in g.nodes:
         outs = n.output_ids()
+        if n.op in _RETURNS_ITS_INPUT:
+            _returns_input(n, g, rep.problems)
+            rep.by_schema += 1
+            continue
         try:
             result, hit = _run_node(n, g, smap, numbers, bad_values, torch)
         except _Unbuildable as e:
@@ -698,6 +710,23 @@ def _by_schema(n: Node, g: Graph, out: list[str]) -> bool:
 def _fmt_value(v) -> str:
     return (f"{v.dtype}{_fmt_shape(v.shape)} strides {_fmt_shape(v.strides)} in s{v.storage}"
             + (f"+{v.storage_offset}" if v.storage_offset else ""))
+
+
+#: Ops whose schema promises a new tensor but that return their (first) input itself: a
+#: collective's wait hands back the tensor the collective wrote (its meta kernel copies).
+_RETURNS_ITS_INPUT = frozenset({"_c10d_functional.wait_tensor.default"})
+
+
+def _returns_input(n: Node, g: Graph, out: list[str]) -> None:
+    src = n.args[0] if n.args and isinstance(n.args[0], ValueRef) else None
+    if src is None or not isinstance(n.outputs, ValueRef) or src.id not in g.values:
+        out.append(f"{_who(n)}: {n.op} takes a tensor and returns it")
+        return
+    a, b = g.values[src.id], g.values[n.outputs.id]
+    if (a.dtype, a.shape, a.strides, a.storage, a.storage_offset) != (b.dtype, b.shape, b.strides, b.storage,
+                                                                      b.storage_offset):
+        out.append(f"v{b.id}: {n.op} ({_who(n)}) returns its input v{a.id} ({_fmt_value(a)}), but it is recorded "
+                   f"as {_fmt_value(b)}")
 
 
 def _rng_state(n: Node, g: Graph, smap: dict[int, Storage], seen: set[int], out: list[str]) -> bool:

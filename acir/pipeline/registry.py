@@ -19,6 +19,7 @@ from acir.pipeline.syntax import PassSpec, parse_pipeline
 PASSES: dict[str, str] = {
     "chen-sqrt": "acir.passes.chen_sqrt:ChenSqrt",
     "dce": "acir.passes.dce:DeadCodeElimination",
+    "ddp": "acir.passes.ddp:DataParallel",
     "interleave-optimizer": "acir.passes.interleave_optimizer:InterleaveOptimizer",
     "keep-all": "acir.passes.keep_all:KeepAll",
     "liveness": "acir.passes.liveness:Liveness",

@@ -44,8 +44,10 @@ from acir.viz.select import homes
 
 __all__ = ["REGION_FILL", "DotOptions", "to_dot"]
 
-REGION_FILL = {Region.FORWARD: "#dbe8f7", Region.BACKWARD: "#fbe3d0", Region.OPTIMIZER: "#e3f1dc"}
-REGION_LINE = {Region.FORWARD: "#4c72b0", Region.BACKWARD: "#dd8452", Region.OPTIMIZER: "#55a868"}
+REGION_FILL = {Region.FORWARD: "#dbe8f7", Region.BACKWARD: "#fbe3d0", Region.OPTIMIZER: "#e3f1dc",
+               Region.COMMUNICATION: "#f3e0ef"}
+REGION_LINE = {Region.FORWARD: "#4c72b0", Region.BACKWARD: "#dd8452", Region.OPTIMIZER: "#55a868",
+               Region.COMMUNICATION: "#b0579b"}
 COPY_FILL, COPY_LINE = "#ffd54f", "#b8860b"
 RECOMPUTE_LINE, KEEP_LINE = "#c44e52", "#2f4b7c"
 

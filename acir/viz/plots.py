@@ -26,7 +26,7 @@ MAX_POINTS = 4000
 #: One colour per role, the same in every plot; stacked bottom-up in :data:`ROLE_ORDER`.
 ROLE_COLOURS = {
     Role.PARAM: "#4c72b0", Role.BUFFER: "#8172b3", Role.OPT_STATE: "#937860", Role.INPUT: "#64b5cd",
-    Role.ACTIVATION: "#dd8452", Role.GRAD: "#55a868", Role.OTHER: "#b0b0b0",
+    Role.ACTIVATION: "#dd8452", Role.GRAD: "#55a868", Role.COMM_BUFFER: "#da8bc3", Role.OTHER: "#b0b0b0",
 }
 assert set(ROLE_COLOURS) == set(ROLE_ORDER)
 

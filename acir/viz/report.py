@@ -22,7 +22,7 @@ from acir.ir.graph import Graph, Module, Node, Region, Role
 #: Roles of memory that lives for the whole iteration (what AC cannot shrink).
 PERSISTENT_ROLES = (Role.PARAM, Role.BUFFER, Role.OPT_STATE, Role.INPUT)
 #: Every role, persistent ones first: the order of tables, JSON objects and plot stacks.
-ROLE_ORDER = PERSISTENT_ROLES + (Role.ACTIVATION, Role.GRAD, Role.OTHER)
+ROLE_ORDER = PERSISTENT_ROLES + (Role.ACTIVATION, Role.GRAD, Role.COMM_BUFFER, Role.OTHER)
 MiB = 2 ** 20
 
 
