@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from acir.ir.analyses import PROFILE
@@ -49,8 +49,14 @@ class Profile(Pass):
         if prov.model.startswith("<"):
             raise PassFailed(f"profile needs to rebuild the model, but the artifact comes from {prov.model}; "
                              "capture it with acir-capture (or profile through the Python API)")
-        model, opt, _, batch = rebuild(prov)
-        prof = profile_step(module, model, opt, batch, self.reps, self.warmup)
+        from acir.runtime.distributed import process_group, rank, sync_like_ddp
+
+        with process_group(module, prov.device) as how:
+            model, opt, _, batch = rebuild(replace(prov, seed=prov.seed + rank()))  # each rank its own batch
+            sync_like_ddp(model)
+            prof = profile_step(module, model, opt, batch, self.reps, self.warmup)
+        if how == "local":
+            prof.method += " (collectives on one local rank: their times not measured)"
         module.analyses[PROFILE] = prof
         total = sum(p.run_s for p in prof.nodes)
         iteration = prof.iteration_s

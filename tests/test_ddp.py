@@ -125,3 +125,42 @@ def _adamw(params):
 def test_ddp_matches_distributed_data_parallel(case, tmp_path):
     results = run_ranks(case, tmp_path)
     assert results == ["ok"] * WORLD, "\n".join(results)
+
+
+def _fault_worker(rank: int, port: int, case: dict, out: str) -> None:
+    """Rank 1 does what the case says (dies, or compiles another shape); rank 0 reports what it saw."""
+    import torch.distributed as dist
+
+    import acir
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=30))
+        torch.manual_seed(0)
+        model = Net()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        size = 12 if (rank == 1 and case["fault"] == "shape") else 16
+        step = acir.compile(model, opt, loss_fn, _batch(rank, 0, size), distributed="ddp", quiet=True)
+        if rank == 1 and case["fault"] == "die":
+            os._exit(3)  # a rank that dies between steps
+        step(_batch(rank, 1, size))
+        result = "no error"
+    except acir.errors.AcirError as e:
+        result = f"{type(e).__name__}: {e}"
+    except BaseException as e:  # noqa: BLE001 - what the test must never see: an unexplained failure
+        result = f"UNCLEAR {type(e).__name__}: {e}\n{traceback.format_exc()}"
+    with open(out, "w") as f:
+        f.write(result)
+    os._exit(0)  # do not wait for a peer that is gone in the process group's teardown
+
+
+def test_a_rank_that_dies_makes_the_others_fail_clearly(tmp_path):
+    results = run_ranks({"fault": "die"}, tmp_path, _fault_worker, timeout=120)
+    assert results[0].startswith("RunError: rank 0 of 2") and "another rank may have raised or died" in results[0], \
+        results[0]
+
+
+def test_ranks_that_captured_different_steps_are_refused_at_the_first_step(tmp_path):
+    results = run_ranks({"fault": "shape"}, tmp_path, _fault_worker, timeout=120)
+    for r in results:
+        assert r.startswith("RunError") and "captured different steps" in r, r

@@ -44,7 +44,8 @@ def _parser():
                    help="another artifact of the same workload (e.g. before the rewrite): --check compares with it, "
                         "--measure measures both, interleaved")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--model", help="rebuild from this model spec instead of the recorded one (e.g. a moved file.py:make)")
+    p.add_argument("--model",
+                   help="rebuild from this model spec instead of the recorded one (e.g. a moved file.py:make)")
     p.add_argument("--seed", type=int, default=1234, help="RNG seed set right before each checked step (default 1234)")
     p.add_argument("--no-rederive", action="store_true",
                    help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
@@ -60,11 +61,9 @@ def _body(args) -> int:
     import torch
 
     from acir.errors import RunError
-    from acir.frontend.rebuild import provenance_for, rebuild
+    from acir.frontend.rebuild import provenance_for
     from acir.ir.artifact import read_path
     from acir.ir.verify import verify
-    from acir.runtime.lower import BoundStep, lower
-    from acir.runtime.measure import measure
 
     if args.iters < 1 or args.warmup < 0:
         raise RunError("--iters must be at least 1 and --warmup at least 0")
@@ -73,6 +72,42 @@ def _body(args) -> int:
     prov = provenance_for(module, args.model)
     if prov.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("the artifact was captured for CUDA, but torch sees no CUDA device here")
+    from acir.runtime.distributed import process_group
+
+    with process_group(module, prov.device) as how:
+        return _run(args, module, prov, how)
+
+
+def _run(args, module, prov, how: str) -> int:
+    """The body of acir-run, with the process group its collectives need (``how``, as
+    :func:`acir.runtime.distributed.process_group` says)."""
+    import dataclasses
+
+    import torch
+
+    from acir.errors import RunError
+    from acir.frontend.optim import eager_step
+    from acir.frontend.rebuild import rebuild as rebuild_one
+    from acir.ir.artifact import read_path
+    from acir.ir.verify import verify
+    from acir.runtime.distributed import rank, sync_like_ddp, world_size
+    from acir.runtime.lower import BoundStep, lower
+    from acir.runtime.measure import measure
+
+    distributed = how != "none"
+    if how == "local" and world_size(module) > 1 and args.check:
+        raise RunError(f"the step is one of {world_size(module)} data-parallel ranks: check it under "
+                       f"torchrun --nproc-per-node {world_size(module)} acir-run ... (on one rank here, the gradient "
+                       "average would not be DDP's)")
+
+    def rebuild(p):
+        """A rank's start: its own batch (the seed offset by its rank), DDP's parameters and buffers."""
+        if not distributed:
+            return rebuild_one(p)
+        model, opt, loss_fn, batch = rebuild_one(dataclasses.replace(p, seed=p.seed + rank()))
+        sync_like_ddp(model)
+        return model, opt, loss_fn, batch
+
     gm = lower(module)
     other = other_gm = None
     if args.against:
@@ -87,8 +122,11 @@ def _body(args) -> int:
     if args.check:
         from acir.runtime.check import check_against_eager
 
+        built: dict = {}
+
         def make():
-            return rebuild(prov)
+            model, opt, loss_fn, batch = built["last"] = rebuild(prov)
+            return model, opt, loss_fn, batch
 
         def run_acir(model, opt, batch):
             return BoundStep(module, model, opt, gm)(batch)
@@ -96,9 +134,14 @@ def _body(args) -> int:
         def run_other(model, opt, batch):
             return BoundStep(other, model, opt, other_gm)(batch)
 
-        report = check_against_eager(make, run_acir, args.seed, run_other if other is not None else None,
-                                     f"{args.against}" if other is not None else "eager",
-                                     prov.clip_grad_norm or None, max(prov.accumulate, 1))
+        def run_ddp(model, opt, batch):  # PyTorch's DistributedDataParallel, default settings, eagerly
+            ddp = torch.nn.parallel.DistributedDataParallel(model)
+            return eager_step(ddp, opt, built["last"][2], batch, prov.clip_grad_norm or None)
+
+        reference = run_other if other is not None else run_ddp if distributed else None
+        name = f"{args.against}" if other is not None else "DistributedDataParallel" if distributed else "eager"
+        report = check_against_eager(make, run_acir, args.seed, reference, name, prov.clip_grad_norm or None,
+                                     max(prov.accumulate, 1))
         result.update(check="ok" if report.ok else "mismatch", max_abs_diff=report.max_abs_diff,
                       loss=report.loss_acir, compared=report.compared)
         if not report.ok:

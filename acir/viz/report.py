@@ -17,7 +17,7 @@ from typing import Any, Callable
 from acir.analysis.simulator import simulate, storage_lives, storage_roles
 from acir.errors import StatsError
 from acir.ir.analyses import LIVENESS, PLAN, PROFILE, Decision, Liveness, Plan, Profile
-from acir.ir.graph import Graph, Module, Node, Region, Role
+from acir.ir.graph import Graph, Module, Node, Region, Role, ValueRef
 
 #: Roles of memory that lives for the whole iteration (what AC cannot shrink).
 PERSISTENT_ROLES = (Role.PARAM, Role.BUFFER, Role.OPT_STATE, Role.INPUT)
@@ -275,6 +275,39 @@ def _plan_text(d: dict) -> list[str]:
     return lines
 
 
+def _communication(f: Facts) -> dict:
+    """Each collective of a data-parallel step: bytes, and (profiled) the launch and the wait."""
+    g = f.graph
+    run = f.profile.run_s() if f.profile is not None else {}
+    waits = {n.args[0].id: n for n in g.nodes
+             if n.op == "_c10d_functional.wait_tensor.default" and n.args and isinstance(n.args[0], ValueRef)}
+    rows = []
+    for n in g.nodes:
+        if not n.op.startswith("_c10d_functional.") or n.op.endswith("wait_tensor.default"):
+            continue
+        out = n.output_ids()
+        wait = waits.get(out[0]) if out else None
+        nbytes = f.storage_bytes.get(g.values[n.args[0].id].storage, 0) if isinstance(n.args[0], ValueRef) else 0
+        rows.append({"node": n.name, "op": n.op.split(".")[1], "bytes": nbytes,
+                     "launch_s": run.get(n.id), "wait_s": run.get(wait.id) if wait is not None else None})
+    return {"collectives": rows}
+
+
+def _communication_text(d: dict) -> list[str]:
+    rows = d["collectives"]
+    if not rows:
+        return []
+    reduces = [r for r in rows if r["op"] == "all_reduce_"]
+    timed = all(r["launch_s"] is not None for r in rows)
+    total = sum((r["launch_s"] or 0) + (r["wait_s"] or 0) for r in rows) if timed else None
+    lines = [f"collectives   {len(reduces)} gradient buckets ({mib(sum(r['bytes'] for r in reduces))}), "
+             f"{len(rows) - len(reduces)} buffer broadcasts" + (f"; {ms(total)} launched + waited" if timed else "")]
+    for r in reduces:
+        t = f"  launch {ms(r['launch_s'])}, wait {ms(r['wait_s'])}" if timed else ""
+        lines.append(f"  {r['node']:<24}{mib(r['bytes']):>12}{t}")
+    return lines
+
+
 @dataclass(frozen=True)
 class Section:
     """A part of the report: JSON keys built from :class:`Facts`, and text describing them."""
@@ -290,6 +323,7 @@ SECTIONS: list[Section] = [
     Section("measured", _measured, _measured_text),
     Section("activations", _activations, _activations_text),
     Section("plan", _plan, _plan_text),
+    Section("communication", _communication, _communication_text),
 ]
 
 
