@@ -61,6 +61,9 @@ class AdagradRule(Rule):
 
     def update(self, p, grad, state: dict[str, Any], s: dict[str, float], flags: tuple) -> None:
         maximize, decay = flags
+        if grad.is_sparse:
+            raise CaptureError("Adagrad gets a sparse gradient (an nn.Embedding(sparse=True)?); acir captures dense "
+                               "tensor programs: build the layer with sparse=False")
         state["step"] += 1
         if maximize:
             grad = -grad
