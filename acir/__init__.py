@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "capture", "compile", "load", "lower", "save"]
+__all__ = ["__version__", "capture", "compile", "fit", "load", "lower", "save"]
 
 
 def load(path: str):
@@ -46,3 +46,10 @@ def compile(*args, **kwargs):  # noqa: A001 - the public name the brief fixes
     from acir.api import compile as _compile
 
     return _compile(*args, **kwargs)
+
+
+def fit(*args, **kwargs):
+    """The largest batch (or sequence) whose step fits a memory size; see :func:`acir.api.fit`."""
+    from acir.api import fit as _fit
+
+    return _fit(*args, **kwargs)

@@ -13,7 +13,8 @@ phase, captured when first met); :mod:`acir.api.planning` fits a captured graph 
 from __future__ import annotations
 
 from acir.api.capturing import apply_schedule, capture
+from acir.api.fit import FitResult, fit
 from acir.api.steps import Step, compile
 from acir.frontend.step import SCHEDULES, CaptureOptions
 
-__all__ = ["CaptureOptions", "SCHEDULES", "Step", "apply_schedule", "capture", "compile"]
+__all__ = ["CaptureOptions", "FitResult", "SCHEDULES", "Step", "apply_schedule", "capture", "compile", "fit"]

@@ -1,0 +1,723 @@
+"""``acir.fit``: the largest batch (or sequence length) whose training step fits a memory size, and its cost.
+
+The first question after an out-of-memory error is "what is the largest batch I can train in
+16 GiB, and what does it cost?". The answer is a search over batch sizes (double, then
+bisect), and how it is built follows from what is exact and what is not:
+
+* **Memory is exact per capture.** Each candidate is captured under fake tensors (no memory),
+  and the simulator gives its no-AC peak, the smallest peak recomputation reaches (the floor)
+  and the planned peak at the size, byte for byte what the rewritten step then measures. So
+  every candidate is captured; none is guessed.
+* **Times are predicted, then measured where the answer is decided.** The planner needs
+  per-node run times, and profiling every candidate would be slow (and a candidate cannot run
+  without its plan). Where nothing needs recomputing the overhead is 0 whatever the times, so
+  the first candidate whose plan recomputes something is profiled for real -- through its plan,
+  rewritten, so that the run fits the size too -- and the others' node times are predicted from
+  it: each node's time scaled by how much more it reads or writes (bytes in or out, whichever
+  grows more: a proxy for its FLOPs), and once two sizes are profiled, read off the line through
+  both (a fixed cost plus a cost per byte). Captures of one model at two sizes have the same
+  nodes, matched by position (by op and occurrence when they differ). The answer and its next
+  neighbour are then profiled for real the same way and re-planned with the measured times; the
+  search goes on from there if a verdict changed. Every row says which times it used. (A tiny
+  first profile would be cheaper but predicts badly: from seq-len 1, bert-tiny's step at 266 was
+  predicted at 1382 s, measured 2.4 s -- a tiny step's node times are fixed costs, not bytes.)
+
+A candidate fits when the planner finds a plan whose predicted peak is at most the size and
+whose predicted overhead (recompute time / profiled iteration time) is at most the limit. The
+floor is the lowest peak the planner's search reaches (μ-TWO's greedy with nothing left to
+keep, or recompute-all), which is the floor the planner passes report.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+from acir.errors import AcirError, UsageError
+from acir.frontend.step import CaptureOptions
+from acir.ir.analyses import LIVENESS, PROFILE
+from acir.ir.graph import Module
+
+__all__ = ["DEFAULT_MAX", "FitResult", "FitRow", "NothingFits", "available_ram", "fit", "resolve_memory"]
+
+#: The largest batch size (or sequence length) tried unless told otherwise: a model that fits any
+#: batch stops here.
+DEFAULT_MAX = 65536
+#: What may be searched, by the names the CLI and the API accept.
+SEARCHES = {"batch": "batch_size", "batch-size": "batch_size", "batch_size": "batch_size",
+            "seq-len": "seq_len", "seq_len": "seq_len"}
+#: A real run (profile, verify) is attempted only when its planned peak is at most this share of the
+#: memory the device has free: the rest is the process's own (allocator slack, the interpreter).
+_RUN_HEADROOM = 0.9
+#: How many times the answer and its neighbour are measured and the search resumed before it stops.
+_MAX_ROUNDS = 4
+
+
+class NothingFits(AcirError):
+    """Not even the smallest candidate fits the memory (its floor is above it)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory sizes
+
+
+def available_ram() -> int | None:
+    """Available RAM in bytes (Linux's ``MemAvailable``), or None when it cannot be determined."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    parts = line.split()
+                    return int(parts[1]) * (1024 if len(parts) < 3 or parts[2].lower() == "kb" else 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cuda_free() -> tuple[int, str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise AcirError("memory 'cuda' means the CUDA device's free memory, but torch sees no CUDA device on this "
+                        "machine; give the size in bytes instead, e.g. --memory 16GiB")
+    free, _total = torch.cuda.mem_get_info()
+    return free, f"free memory of {torch.cuda.get_device_name()}"
+
+
+def resolve_memory(memory: int | str) -> tuple[int, str]:
+    """(bytes, where they come from) for ``memory``: bytes, a size with a unit (``16GiB``), ``cuda``
+    (the CUDA device's free memory now) or ``ram`` (available RAM); a percentage is refused, as it
+    would have nothing to refer to."""
+    from acir.analysis.budget import parse_budget
+    from acir.errors import ParseError
+
+    if isinstance(memory, bool) or not isinstance(memory, (int, str)):
+        raise UsageError(f"memory must be bytes (an int) or a size such as '16GiB', 'cuda' or 'ram', "
+                         f"not {type(memory).__name__}")
+    if isinstance(memory, int):
+        if memory < 1:
+            raise UsageError(f"memory {memory}: it must be more than 0 bytes")
+        return memory, "given"
+    word = memory.strip().lower()
+    if word == "cuda":
+        return _cuda_free()
+    if word == "ram":
+        ram = available_ram()
+        if ram is None:
+            raise AcirError("memory 'ram' means the available RAM, but it cannot be determined on this system "
+                            "(no MemAvailable in /proc/meminfo); give the size in bytes instead, e.g. --memory 16GiB")
+        return ram, "available RAM"
+    if word.endswith("%"):
+        raise UsageError(f"memory {memory!r}: a percentage has nothing to refer to here (the batch is what is "
+                         "searched); give bytes with a unit (16GiB, 512MiB, 4GB), cuda or ram")
+    try:
+        n = parse_budget(memory).bytes
+    except ParseError as e:
+        raise UsageError(str(e).replace("bad budget", "bad memory size")
+                         .replace(" or a percentage (60%)", ", cuda or ram")) from None
+    assert n is not None
+    return n, "given"
+
+
+def _device_free(device: str) -> int | None:
+    """Bytes a real run may use on ``device`` now, or None when unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    return available_ram()
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class FitRow:
+    """One candidate: its memory figures (exact, from the simulator) and its plan's cost (from the times named)."""
+
+    batch_size: int
+    seq_len: int
+    no_ac_peak_bytes: int            # the captured graph's simulated peak, nothing recomputed
+    floor_bytes: int                 # the smallest peak the planner reaches
+    predicted_peak_bytes: int | None  # the plan's peak at the memory size; None when no plan fits
+    predicted_recompute_s: float | None
+    iteration_s: float               # the step's time without recomputation (measured or predicted)
+    predicted_overhead: float | None  # predicted_recompute_s / iteration_s
+    recomputed: int                  # activations the plan recomputes
+    fits: bool
+    reason: str                      # "fits", or why not
+    times: str                       # "measured", "predicted" (scaled from times_from) or "proxy" (no profile)
+    times_from: int                  # the batch size (or sequence length) whose profile the times come from
+    chosen: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def fits_memory(self) -> bool:
+        return self.predicted_peak_bytes is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "chosen"}
+
+
+@dataclass
+class FitResult:
+    """The answer of :func:`fit`, with every candidate it looked at (``rows``) and what was measured."""
+
+    model: str
+    search: str                      # "batch_size" or "seq_len"
+    memory_bytes: int
+    memory_source: str
+    max_overhead: float | None       # a fraction (0.2 = 20%); None: no limit
+    planner: str
+    device: str
+    batch_size: int | None           # the answer (batch search) or the fixed batch (sequence search)
+    seq_len: int | None              # the answer (sequence search) or the fixed length (0: none)
+    image_size: int
+    predicted_peak_bytes: int | None
+    predicted_overhead: float | None
+    predicted_recompute_s: float | None
+    iteration_s: float | None
+    floor_bytes: int                 # the answer's, or the smallest candidate's when nothing fits
+    no_ac_peak_bytes: int
+    times: str                       # the answer's: "measured", "predicted" or "proxy"
+    capped: bool                     # the largest value allowed fits: the real limit may be higher
+    limit: int                       # that largest value allowed
+    next: FitRow | None              # the candidate just above the answer (None when capped)
+    rows: list[FitRow]
+    measurements: list[dict[str, Any]]  # per real profile: predicted vs measured
+    profiling: dict[str, Any]        # how much profiling the predictions saved
+    verify: dict[str, Any] | None    # the answer rewritten and run, when asked
+    notes: list[str]
+    elapsed_s: float
+
+    @property
+    def value(self) -> int | None:
+        """The answer of the search: a batch size or a sequence length (None when nothing fits)."""
+        return self.batch_size if self.search == "batch_size" else self.seq_len
+
+    @property
+    def found(self) -> bool:
+        return self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "next":
+                v = v.to_dict() if v is not None else None
+            elif f.name == "rows":
+                v = [r.to_dict() for r in v]
+            out[f.name] = v
+        out["measured"] = [r[self.search] for r in out["rows"] if r["times"] == "measured"]
+        out["predicted"] = [r[self.search] for r in out["rows"] if r["times"] != "measured"]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Captures and their times
+
+
+@dataclass
+class _Capture:
+    value: int
+    module: Module
+    ops: tuple[str, ...]
+    traffic: list[tuple[int, int]]   # per node: bytes it reads, bytes it writes
+
+
+@dataclass(frozen=True)
+class _Times:
+    node_s: tuple[float, ...]        # per node of the capture, by rank
+    iteration_s: float
+    source: str                      # "measured", "predicted" or "proxy"
+    origin: int                      # the value profiled (0 for proxy times)
+
+
+def _traffic(module: Module) -> list[tuple[int, int]]:
+    vals = module.graph.values
+    out = []
+    for n in module.graph.nodes:
+        ins = sum(vals[v].nbytes for v in set(n.input_ids()) if v in vals)
+        outs = sum(vals[v].nbytes for v in set(n.output_ids()) if v in vals)
+        out.append((ins, outs))
+    return out
+
+
+def _match(a: tuple[str, ...], b: tuple[str, ...]) -> list[int | None]:
+    """For each node of ``b``, its node in ``a``: by position when the ops agree, else by op and occurrence."""
+    if a == b:
+        return list(range(len(b)))
+    seen: dict[str, list[int]] = {}
+    for i, op in enumerate(a):
+        seen.setdefault(op, []).append(i)
+    count: dict[str, int] = {}
+    out: list[int | None] = []
+    for op in b:
+        k = count.get(op, 0)
+        count[op] = k + 1
+        ranks = seen.get(op, [])
+        out.append(ranks[k] if k < len(ranks) else None)
+    return out
+
+
+def _scaled(ref: _Times, ref_cap: _Capture, cap: _Capture) -> _Times:
+    """``ref``'s node times carried to ``cap``: each scaled by its node's growth in bytes read or written."""
+    node_s = []
+    for i, j in enumerate(_match(ref_cap.ops, cap.ops)):
+        if j is None:
+            node_s.append(0.0)
+            continue
+        (ri, ro), (ni, no) = ref_cap.traffic[j], cap.traffic[i]
+        ratio = max(ni / ri if ri else 1.0, no / ro if ro else 1.0)
+        node_s.append(ref.node_s[j] * ratio)
+    total = sum(ref.node_s)
+    iteration = ref.iteration_s * sum(node_s) / total if total else sum(node_s)
+    return _Times(tuple(node_s), iteration, "predicted", ref.origin)
+
+
+def _affine(near: _Times, near_cap: _Capture, far: _Times, far_cap: _Capture, cap: _Capture) -> _Times:
+    """Node times for ``cap`` from two profiles: per node, a straight line through its two (bytes moved,
+    time) points -- a fixed cost plus a cost per byte -- read at ``cap``'s bytes from the nearer one.
+    A node whose line falls (noise) keeps the mean of its two times; no time goes below zero."""
+    node_s = []
+    to_near, to_far = _match(near_cap.ops, cap.ops), _match(far_cap.ops, cap.ops)
+    for i, (j, k) in enumerate(zip(to_near, to_far)):
+        if j is None or k is None:
+            node_s.append(0.0 if j is None else near.node_s[j])
+            continue
+        x = sum(cap.traffic[i])
+        x1, t1 = sum(near_cap.traffic[j]), near.node_s[j]
+        x2, t2 = sum(far_cap.traffic[k]), far.node_s[k]
+        if x1 == x2:  # the node moves as many bytes at both sizes: scale by its own growth, if any
+            node_s.append(t1 * (x / x1 if x1 else 1.0))
+            continue
+        slope = (t2 - t1) / (x2 - x1)
+        node_s.append((t1 + t2) / 2 if slope <= 0 else max(0.0, t1 + slope * (x - x1)))
+    total = sum(near.node_s)
+    iteration = near.iteration_s * sum(node_s) / total if total else sum(node_s)
+    return _Times(tuple(node_s), iteration, "predicted", near.origin)
+
+
+def _proxy(cap: _Capture) -> _Times:
+    """Times with no profile at all: bytes moved at 10 GB/s, only to order the planner's choices."""
+    node_s = tuple((i + o) / 1e10 for i, o in cap.traffic)
+    return _Times(node_s, sum(node_s), "proxy", 0)
+
+
+def _profile_block(module: Module, times: _Times):
+    import torch
+
+    from acir.ir import analyses
+
+    method = {"measured": "measured (acir-fit)", "proxy": "proxy: bytes moved (acir-fit)"}.get(
+        times.source, f"predicted from {times.origin} by bytes moved (acir-fit)")
+    return analyses.Profile(
+        revision=module.header.revision, device=module.header.provenance.device, method=method, reps=0, warmup=0,
+        torch_version=torch.__version__, malloc="", measured_peak_bytes=0, peak_node=-1,
+        nodes=[analyses.NodeProfile(n.id, t, 0, 0, 0, 0) for n, t in zip(module.graph.nodes, times.node_s)],
+        iteration_s=times.iteration_s)
+
+
+class _NotATty:
+    """``sys.stderr`` that says it is not a terminal, so that the profile pass keeps its progress to itself."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The search
+
+
+class _Fit:
+    def __init__(self, template: CaptureOptions, dim: str, memory: int, max_overhead: float | None, planner: str,
+                 limit: int, multiple_of: int, reps: int, warmup: int, measure: bool,
+                 progress: Callable[[str], None] | None, time_limit_s: float) -> None:
+        self.template, self.dim, self.memory = template, dim, memory
+        self.max_overhead, self.planner, self.limit, self.k = max_overhead, planner, limit, multiple_of
+        self.reps, self.warmup, self.measure_on, self.progress = reps, warmup, measure, progress
+        self.time_limit_s = time_limit_s
+        self.captures: dict[int, _Capture] = {}
+        self.measured: dict[int, _Times] = {}
+        self.rows: dict[int, tuple[tuple[str, int], FitRow]] = {}
+        self.measurements: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.profile_s = 0.0
+        self.capture_s = 0.0
+        self.unmeasurable: set[int] = set()
+
+    # -- names
+
+    def _label(self, v: int) -> str:
+        return f"{'batch' if self.dim == 'batch_size' else 'seq-len'} {v}"
+
+    def _say(self, msg: str) -> None:
+        if self.progress is not None:
+            self.progress(msg)
+
+    # -- captures and times
+
+    def _capture(self, v: int) -> _Capture:
+        cap = self.captures.get(v)
+        if cap is None:
+            from acir.api.capturing import capture
+
+            t0 = time.perf_counter()
+            module = capture(CaptureOptions(**{**self.template.__dict__, self.dim: v}))
+            self.capture_s += time.perf_counter() - t0
+            cap = _Capture(v, module, tuple(n.op for n in module.graph.nodes), _traffic(module))
+            self.captures[v] = cap
+        return cap
+
+    def _times(self, v: int) -> _Times:
+        if v in self.measured:
+            return self.measured[v]
+        cap = self._capture(v)
+        if not self.measured:
+            return _proxy(cap)
+        near = sorted(self.measured, key=lambda m: (abs(math.log(v / m)), -m))  # the nearest first, larger on ties
+        if len(near) == 1:
+            return _scaled(self.measured[near[0]], self.captures[near[0]], cap)
+        a, b = near[0], near[1]
+        return _affine(self.measured[a], self.captures[a], self.measured[b], self.captures[b], cap)
+
+    # -- one candidate
+
+    def _plan(self, cap: _Capture, times: _Times):
+        """(candidates, floor, chosen, feasible, evaluation) of ``cap`` planned at the memory with ``times``."""
+        from acir.analysis.candidates import build
+        from acir.analysis.problem import evaluate
+        from acir.passes.mutwo.solver import reachable_floor
+        from acir.pipeline.manager import PassManager
+        from acir.pipeline.registry import build_pipeline
+
+        m = cap.module
+        m.analyses[PROFILE] = _profile_block(m, times)
+        m.analyses.pop(LIVENESS)
+        PassManager(build_pipeline("liveness"), verify=False).run(m)
+        cands = build(m)
+        p = cands.problem
+        floor = reachable_floor(p)
+        chosen: tuple[int, ...] = ()
+        feasible = False
+        if floor <= self.memory:
+            if self.planner == "optimal":
+                from acir.passes.optimal import warm_starts
+                from acir.passes.optimal.solver import solve as optimal
+
+                s = optimal(p, self.memory, warm_starts(p, self.memory), time_limit_s=self.time_limit_s)
+                chosen, feasible = tuple(s.chosen), s.feasible
+            else:
+                from acir.passes.mutwo.solver import solve
+
+                s = solve(p, self.memory)
+                chosen, feasible = tuple(s.chosen), s.feasible
+        ev = evaluate(p, chosen)
+        return cands, floor, chosen, feasible and ev.peak <= self.memory, ev
+
+    def row(self, v: int) -> FitRow:
+        from acir.units import format_bytes
+
+        times = self._times(v)
+        key = (times.source, times.origin)
+        cached = self.rows.get(v)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        cap = self._capture(v)
+        cands, floor, chosen, feasible, ev = self._plan(cap, times)
+        no_ac = cands.no_ac_peak or cands.problem.no_ac_peak
+        it = times.iteration_s
+        b = v if self.dim == "batch_size" else self.template.batch_size
+        s = v if self.dim == "seq_len" else cap.module.header.provenance.seq_len
+        if feasible:
+            overhead = ev.recompute_s / it if it > 0 else (0.0 if ev.recompute_s == 0 else math.inf)
+            over = self.max_overhead is not None and overhead > self.max_overhead + 1e-12
+            reason = (f"overhead {100 * overhead:.1f}% is over the limit {100 * (self.max_overhead or 0):.4g}%"
+                      if over else "fits")
+            row = FitRow(b, s, no_ac, floor, ev.peak, ev.recompute_s, it, overhead, len(chosen), not over, reason,
+                         times.source, times.origin, chosen)
+        else:
+            if floor > self.memory:
+                reason = (f"floor {format_bytes(floor)} ({floor} B) is over {format_bytes(self.memory)} "
+                          f"({self.memory} B)")
+            else:
+                reason = (f"{self.planner} finds no plan within {format_bytes(self.memory)} "
+                          f"(its best: {format_bytes(ev.peak)})")
+            row = FitRow(b, s, no_ac, floor, None, None, it, None, 0, False, reason, times.source, times.origin)
+        if cached is None:
+            self._say(f"{self._label(v)}: no-AC {format_bytes(no_ac)}, floor {format_bytes(floor)}"
+                      + (f", planned {format_bytes(ev.peak)}, overhead {100 * (row.predicted_overhead or 0):.1f}%"
+                         if feasible else "")
+                      + f" ({times.source} times) -> {'fits' if row.fits else 'no: ' + reason}")
+        self.rows[v] = (key, row)
+        if not self.measured and row.recomputed and self._can_measure(v):
+            # the first candidate whose plan recomputes anything: below it the overhead is 0 whatever the
+            # times, from it on they decide; it becomes the profile the others' times are scaled from
+            self.measure(v)
+            return self.row(v)
+        return row
+
+    # -- profiling for real
+
+    def _can_measure(self, v: int) -> bool:
+        if not self.measure_on or v in self.measured or v in self.unmeasurable:
+            return False
+        r = self.row(v)
+        return r.fits_memory
+
+    def measure(self, v: int) -> None:
+        """Profile ``v`` for real through its plan at the memory (rewritten, so the run fits too)."""
+        from acir.api.planning import planner_pass
+        from acir.frontend.rebuild import rebuild
+        from acir.passes.profile import profile_step
+        from acir.pipeline.manager import PassManager
+        from acir.pipeline.registry import build_pipeline
+        from acir.units import format_bytes
+
+        row = self.row(v)
+        if row.predicted_peak_bytes is None:
+            return
+        device = self.template.device
+        free = _device_free(device)
+        if free is not None and row.predicted_peak_bytes > _RUN_HEADROOM * free:
+            self.unmeasurable.add(v)
+            self.notes.append(f"{self._label(v)} was not profiled for real: its planned peak "
+                              f"{format_bytes(row.predicted_peak_bytes)} is more than {int(100 * _RUN_HEADROOM)}% of "
+                              f"the {format_bytes(free)} free on {device} here; its times are {row.times}")
+            return
+        self._say(f"{self._label(v)}: profiling for real (planned peak {format_bytes(row.predicted_peak_bytes)}) ...")
+        cap = self.captures[v]
+        times = self._times(v)
+        work = copy.deepcopy(cap.module)
+        work.analyses[PROFILE] = _profile_block(work, times)
+        work.analyses.pop(LIVENESS)
+        PassManager(build_pipeline("liveness") + [planner_pass(self.planner, str(self.memory))]
+                    + build_pipeline("rewrite"), verify=False).run(work)
+        t0 = time.perf_counter()
+        model, opt, _, batch = rebuild(work.header.provenance)
+        saved = sys.stderr
+        sys.stderr = _NotATty(saved)
+        try:
+            prof = profile_step(work, model, opt, batch, self.reps, self.warmup)
+        finally:
+            sys.stderr = saved
+        del model, opt, batch
+        wall = time.perf_counter() - t0
+        self.profile_s += wall
+        by_id = {n.id: p.run_s for n, p in zip(work.graph.nodes, prof.nodes) if n.recompute_of is None}
+        copies_s = sum(p.run_s for n, p in zip(work.graph.nodes, prof.nodes) if n.recompute_of is not None)
+        node_s = tuple(by_id.get(n.id, 0.0) for n in cap.module.graph.nodes)
+        total = sum(p.run_s for p in prof.nodes)
+        iteration = prof.iteration_s * sum(node_s) / total if total else prof.iteration_s
+        measured = _Times(node_s, iteration, "measured", v)
+        before = row
+        self.measured[v] = measured
+        after = self.row(v)
+        # the plan made with the predicted times, priced with the measured ones (row() left them on the module)
+        from acir.analysis.candidates import build
+        from acir.analysis.problem import evaluate
+
+        same_plan_s = evaluate(build(cap.module).problem, before.chosen).recompute_s
+        pred = sum(times.node_s)
+        self.measurements.append({
+            self.dim: v, "times_before": before.times, "times_from": before.times_from,
+            "predicted_iteration_s": before.iteration_s, "measured_iteration_s": iteration,
+            "node_time_error": (sum(abs(a - b) for a, b in zip(times.node_s, node_s)) / sum(node_s)
+                                if sum(node_s) else 0.0),
+            "predicted_node_s": pred, "measured_node_s": sum(node_s),
+            "predicted_recompute_s": before.predicted_recompute_s, "same_plan_measured_recompute_s": same_plan_s,
+            "recompute_copies_measured_s": copies_s, "recomputed": before.recomputed,
+            "replanned_recompute_s": after.predicted_recompute_s, "replanned_overhead": after.predicted_overhead,
+            "profile_peak_bytes": prof.measured_peak_bytes, "profile_s": wall})
+        self._say(f"{self._label(v)}: measured iteration {iteration * 1e3:.1f} ms (predicted "
+                  f"{before.iteration_s * 1e3:.1f} ms); re-planned: "
+                  + (f"overhead {100 * (after.predicted_overhead or 0):.1f}%" if after.fits_memory else after.reason))
+
+    # -- the boundary
+
+    def _boundary(self, lo: int, hi: int | None, top: int) -> tuple[int, int | None]:
+        """Adjacent (lo, hi) in grid steps: ``lo`` fits (0: none does), ``hi`` does not (None: ``lo`` is the top)."""
+        k = self.k
+        if hi is None:
+            n = lo * 2 if lo else 1
+            while True:
+                n = min(n, top)
+                if n <= lo:
+                    return lo, None
+                if self.row(n * k).fits:
+                    lo = n
+                    n *= 2
+                else:
+                    hi = n
+                    break
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.row(mid * k).fits:
+                lo = mid
+            else:
+                hi = mid
+        return lo, hi
+
+    def search(self) -> tuple[int, int | None, int]:
+        """(lo, hi, top) in grid steps once the answer and its neighbour are measured (as far as they can be)."""
+        top = self.limit // self.k
+        if top < 1:
+            raise UsageError(f"the largest {self._label(0).split()[0]} allowed, {self.limit}, is below "
+                             f"--multiple-of {self.k}")
+        lo, hi = 0, None
+        for _ in range(_MAX_ROUNDS):
+            lo, hi = self._boundary(lo, hi, top)
+            todo = [n for n in (lo, hi) if n and n <= top and self._can_measure(n * self.k)]
+            if not todo:
+                break
+            for n in todo:
+                self.measure(n * self.k)
+            if lo and not self.row(lo * self.k).fits:
+                hi = lo
+                lo = next((n for n in sorted(self._visited(), reverse=True) if n < hi and self.row(n * self.k).fits),
+                          0)
+            elif hi and self.row(hi * self.k).fits:
+                lo = hi
+                hi = next((n for n in sorted(self._visited()) if n > lo and not self.row(n * self.k).fits), None)
+        else:
+            lo, hi = self._boundary(lo, hi, top)
+            self.notes.append(f"measured times moved the answer {_MAX_ROUNDS} times; the last candidates' times "
+                              "are predicted")
+        return lo, hi, top
+
+    def _visited(self) -> list[int]:
+        return [v // self.k for v in self.rows]
+
+
+def fit(model: str, memory: int | str, *, max_overhead: float | None = None, planner: str = "mutwo",
+        search: str = "batch", batch_size: int = 2, seq_len: int = 0, image_size: int = 0, optimizer: str = "adam",
+        lr: float = 1e-3, seed: int = 0, device: str | None = None, schedule: str = "interleaved",
+        max_value: int = DEFAULT_MAX, multiple_of: int = 1, reps: int = 3, warmup: int = 1, measure: bool = True,
+        verify: bool = False, time_limit_s: float = 30.0,
+        progress: Callable[[str], None] | None = None) -> FitResult:
+    """The largest batch size (``search="batch"``) or sequence length (``search="seq-len"``, at
+    ``batch_size``) of ``model`` whose planned training step fits ``memory`` at no more than
+    ``max_overhead`` predicted recompute overhead (a fraction: 0.2 = 20%; None: no limit).
+
+    ``model`` is a zoo name or ``path/to/file.py:make`` as for ``acir-capture``; ``memory`` is bytes,
+    a size (``"16GiB"``), ``"cuda"`` (the device's free memory) or ``"ram"`` (available RAM). Values
+    are multiples of ``multiple_of`` up to ``max_value``. With ``measure`` (the default) the first
+    candidate that recomputes anything, the answer and its neighbour are profiled for real (``reps``
+    timed iterations after ``warmup``; without, times are a proxy: bytes moved); with ``verify``,
+    the answer is rewritten and run, and its measured peak compared with ``memory``. ``progress``
+    gets one line per candidate. Nothing fitting is an answer
+    (``result.found`` is False, ``floor_bytes`` what the smallest candidate needs), not an error.
+    """
+    import torch
+
+    from acir.frontend import zoo
+
+    t_start = time.perf_counter()
+    dim = SEARCHES.get(search)
+    if dim is None:
+        raise UsageError(f"unknown search {search!r}; use batch or seq-len")
+    if planner not in ("mutwo", "optimal"):
+        raise UsageError(f"unknown planner {planner!r}; use mutwo or optimal")
+    for name, n, least in (("max_value", max_value, 1), ("multiple_of", multiple_of, 1), ("reps", reps, 1),
+                           ("warmup", warmup, 0), ("batch_size", batch_size, 1), ("seq_len", seq_len, 0),
+                           ("image_size", image_size, 0)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < least:
+            raise UsageError(f"{name} must be a whole number of at least {least}, not {n!r}")
+    if max_overhead is not None and not (0 <= max_overhead < math.inf):
+        raise UsageError(f"the overhead limit must be a finite fraction of at least 0 (0.2 = 20%), not {max_overhead}")
+    if dim == "seq_len":
+        entry = zoo.ZOO.get(model)
+        if entry is None or not entry.default_seq_len:
+            seqs = ", ".join(k for k, e in zoo.ZOO.items() if e.default_seq_len)
+            raise UsageError(f"searching the sequence length needs a model that has one ({seqs}); {model} has none")
+    memory_bytes, source = resolve_memory(memory)
+    if device is None:
+        device = "cuda" if isinstance(memory, str) and memory.strip().lower() == "cuda" else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AcirError(f"device {device} asked for, but torch sees no CUDA device on this machine")
+    template = CaptureOptions(model, batch_size=batch_size, seq_len=seq_len, image_size=image_size,
+                              optimizer=optimizer, lr=lr, seed=seed, device=device, schedule=schedule)
+    f = _Fit(template, dim, memory_bytes, max_overhead, planner, max_value, multiple_of, reps, warmup, measure,
+             progress, time_limit_s)
+    rng = torch.random.get_rng_state()
+    try:
+        lo, hi, top = f.search()
+        answer = f.row(lo * multiple_of) if lo else None
+        nxt = f.row(hi * multiple_of) if lo and hi is not None and hi <= top else None
+        rows = [f.row(v) for v in sorted(f.rows)]  # every row with the best times there are now
+        check = _verify(f, lo * multiple_of) if verify and answer is not None else None
+    finally:
+        torch.random.set_rng_state(rng)
+    first = f.row(multiple_of)
+    pick = answer or first
+    prov = f.captures[pick.batch_size if dim == "batch_size" else pick.seq_len].module.header.provenance
+    n_rows, n_measured = len(rows), len(f.measured)
+    est = 0.0  # each unprofiled row at the cost of the nearest real profile, scaled by its iteration time
+    for r in rows:
+        if r.times == "measured" or not f.measurements:
+            continue
+        v = r.batch_size if dim == "batch_size" else r.seq_len
+        m = min(f.measurements, key=lambda m: abs(math.log(v / m[dim])))
+        if m["measured_iteration_s"] > 0:
+            est += m["profile_s"] * r.iteration_s / m["measured_iteration_s"]
+    profiling = {"candidates": n_rows, "profiled": n_measured, "predicted": n_rows - n_measured,
+                 "profile_s": f.profile_s, "capture_s": f.capture_s,
+                 "estimated_profile_s_saved": est, "reps": reps, "warmup": warmup}
+    return FitResult(
+        model=model, search=dim, memory_bytes=memory_bytes, memory_source=source, max_overhead=max_overhead,
+        planner=planner, device=device,
+        batch_size=(answer.batch_size if answer else None) if dim == "batch_size" else batch_size,
+        seq_len=(answer.seq_len if answer else None) if dim == "seq_len" else prov.seq_len,
+        image_size=prov.image_size,
+        predicted_peak_bytes=answer.predicted_peak_bytes if answer else None,
+        predicted_overhead=answer.predicted_overhead if answer else None,
+        predicted_recompute_s=answer.predicted_recompute_s if answer else None,
+        iteration_s=answer.iteration_s if answer else None,
+        floor_bytes=pick.floor_bytes, no_ac_peak_bytes=pick.no_ac_peak_bytes,
+        times=answer.times if answer else first.times, capped=answer is not None and hi is None, limit=max_value,
+        next=nxt, rows=rows, measurements=f.measurements, profiling=profiling, verify=check, notes=f.notes,
+        elapsed_s=time.perf_counter() - t_start)
+
+
+def _verify(f: _Fit, v: int) -> dict[str, Any]:
+    """Rewrite ``v``'s plan (with the best times) and run it with the real model, measuring its peak
+    as ``acir-run --measure`` does."""
+    from acir.api.planning import planner_pass
+    from acir.frontend.rebuild import rebuild
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
+    from acir.runtime.lower import BoundStep, lower
+    from acir.runtime.measure import measure
+    from acir.units import format_bytes
+
+    row = f.row(v)
+    assert row.predicted_peak_bytes is not None
+    device = f.template.device
+    free = _device_free(device)
+    if free is not None and row.predicted_peak_bytes > _RUN_HEADROOM * free:
+        return {"ran": False, "reason": f"its planned peak {format_bytes(row.predicted_peak_bytes)} is more than "
+                                        f"{int(100 * _RUN_HEADROOM)}% of the {format_bytes(free)} free on {device}"}
+    f._say(f"{f._label(v)}: verifying: rewrite and run ...")
+    work = copy.deepcopy(f.captures[v].module)
+    work.analyses[PROFILE] = _profile_block(work, f._times(v))
+    work.analyses.pop(LIVENESS)
+    PassManager(build_pipeline("liveness") + [planner_pass(f.planner, str(f.memory))]
+                + build_pipeline("rewrite")).run(work)
+    model, opt, _, batch = rebuild(work.header.provenance)
+    step = BoundStep(work, model, opt, lower(work))
+    m = measure(lambda: step(batch), lambda: step.inputs(batch), 3, 1, device)
+    live = work.analyses.get(LIVENESS)
+    return {"ran": True, "measured_peak_bytes": m.peak_bytes, "memory_bytes": f.memory,
+            "within": m.peak_bytes <= f.memory, "predicted_peak_bytes": row.predicted_peak_bytes,
+            "simulated_peak_bytes": live.simulated_peak_bytes if live is not None else None,
+            "latency_s": m.latency_s, "iters": 3, "malloc": m.malloc, "device": device}
