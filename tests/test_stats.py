@@ -80,7 +80,8 @@ def stats_json(capsys, *argv: str) -> tuple[dict, str]:
 def test_json_numbers_by_hand(capsys, artifact):
     d, err = stats_json(capsys, artifact)
     assert d["model"] == "tests/ir_fixtures.py:small" and d["batch_size"] == 2
-    assert d["nodes"] == N and d["nodes_by_region"] == {"FORWARD": 9, "BACKWARD": 9, "OPTIMIZER": 8}
+    assert d["nodes"] == N and d["nodes_by_region"] == {"FORWARD": 9, "BACKWARD": 9, "OPTIMIZER": 8,
+                                                           "COMMUNICATION": 0}
     assert d["recompute_nodes"] == 1
     # fc.weight 4x8 + bn.weight 4 floats; running mean; Adam's two 4x8 moments; a 2x8 batch
     assert d["persistent_bytes_by_role"] == {"PARAM": 144, "BUFFER": 16, "OPT_STATE": 256, "INPUT": 64}

@@ -102,39 +102,104 @@ def spike_height(p: Problem, members: list[int]) -> int:
     return sum(p.sizes[m] for m in members) + max(p.temps[m] for m in members)
 
 
-def evaluate(p: Problem, chosen: Iterable[int]) -> Evaluation:
-    """The predicted peak and added time of recomputing the candidates in ``chosen``."""
+@dataclass(frozen=True)
+class Point:
+    """One recomputation point: what is recomputed just before node ``rank``."""
+
+    rank: int
+    persistent: tuple[int, ...]  # recomputed here and kept from here on (their own point, or retained)
+    transient: tuple[int, ...]   # dead sources recomputed here for this point only, freed when it is done
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return self.persistent + self.transient
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Where every recomputed candidate is recomputed: the model's answer for one plan."""
+
+    points: tuple[Point, ...]        # in rank order
+    start: dict[int, int]            # candidate -> the rank it is back in memory from (its persistent point)
+    counts: tuple[int, ...]          # per candidate: how many times it is recomputed
+
+
+def schedule(p: Problem, chosen: Iterable[int], retained: Iterable[int] = ()) -> Schedule:
+    """The recomputation points of a plan (the module docstring's model).
+
+    A chosen candidate ``c`` is recomputed, and kept from then on, at its first backward use
+    ``hi[c]`` — or, when it is *retained*, at the first point where a replay reads it while it
+    is idle, if that comes earlier: one replay then serves every later use (a checkpointed
+    block's forward, replayed once at the start of its backward). A chosen source that is
+    idle at a point and not retained is recomputed there transiently, and again wherever else
+    it is needed (the cascade). One walk over the chosen candidates, readers before their
+    sources, settles every point."""
     chosen = set(chosen)
+    retained = set(retained) & chosen
     bad = [i for i in chosen if not (0 <= i < p.n_candidates) or not p.allowed[i]]
     if bad:
         raise ValueError(f"candidates {sorted(bad)[:5]} are not allowed to be recomputed")
+    from graphlib import CycleError, TopologicalSorter
+
+    readers: dict[int, list[int]] = {}
+    for j in chosen:
+        for i in p.srcs[j]:
+            if i in chosen:
+                readers.setdefault(i, []).append(j)
+    try:  # readers before their sources: the order in which every point a source is needed at is known
+        order = list(TopologicalSorter({c: readers.get(c, ()) for c in sorted(chosen)}).static_order())
+    except CycleError as e:
+        raise ValueError(f"candidates read each other in a cycle: {e.args[1]}") from None
+    at: dict[int, list[int]] = {}          # candidate -> every rank it is recomputed at (its start first)
+    start: dict[int, int] = {}
+    for c in order:
+        needs = sorted({q for j in readers.get(c, ()) for q in at[j] if p.lo[c] <= q < p.hi[c]})
+        if c in retained and needs:
+            start[c] = needs[0]
+            at[c] = [needs[0]]
+        else:
+            start[c] = p.hi[c]
+            at[c] = [p.hi[c]] + needs
+    persistent: dict[int, list[int]] = {}
+    transient: dict[int, list[int]] = {}
+    for c, ranks in at.items():
+        persistent.setdefault(ranks[0], []).append(c)
+        for q in ranks[1:]:
+            transient.setdefault(q, []).append(c)
+    points = tuple(Point(h, tuple(sorted(persistent.get(h, ()))), tuple(sorted(transient.get(h, ()))))
+                   for h in sorted(set(persistent) | set(transient)))
+    counts = [0] * p.n_candidates
+    for c, ranks in at.items():
+        counts[c] = len(ranks)
+    return Schedule(points, start, tuple(counts))
+
+
+def evaluate(p: Problem, chosen: Iterable[int], retained: Iterable[int] = ()) -> Evaluation:
+    """The predicted peak and added time of recomputing the candidates in ``chosen`` (those in
+    ``retained`` recomputed once, at their first need, and kept: :func:`schedule`)."""
+    s = schedule(p, chosen, retained)
     n = len(p.base_live)
     saved = np.zeros(n + 1, dtype=np.int64)
-    for i in chosen:
-        if p.lo[i] < p.hi[i]:
+    for i, begin in s.start.items():
+        if p.lo[i] < begin:
             saved[p.lo[i]] += p.sizes[i]
-            saved[p.hi[i]] -= p.sizes[i]
+            saved[begin] -= p.sizes[i]
     saved = np.cumsum(saved)[:n]
     live = np.asarray(p.base_live, dtype=np.int64) - saved
     after = np.asarray(p.base_after, dtype=np.int64) - saved
-    counts = [0] * p.n_candidates
     time = 0.0
-    by_rank: dict[int, list[int]] = {}
-    for i in chosen:
-        by_rank.setdefault(p.hi[i], []).append(i)
     peak_rank = int(np.argmax(live)) if n else -1
     peak = int(live[peak_rank]) if n else p.persistent
     spike_peak = False
-    for h in sorted(by_rank):
-        members = recompute_set(p, h, by_rank[h], chosen)
-        for m in members:
-            counts[m] += 1
+    for pt in s.points:
+        for m in pt.members:
             time += p.times[m]
+        h = pt.rank
         before = int(after[h - 1]) if h > 0 else p.persistent
-        top = before + spike_height(p, members)
+        top = before + spike_height(p, list(pt.members))
         if top > peak:
             peak, peak_rank, spike_peak = top, h, True
-    return Evaluation(peak, peak_rank, spike_peak, time, tuple(counts))
+    return Evaluation(peak, peak_rank, spike_peak, time, s.counts)
 
 
 def recomputable_floor(p: Problem) -> int:

@@ -60,9 +60,10 @@ class Rule:
             if group.get(key):
                 raise CaptureError(f"{name}({key}=True) is not supported: acir reproduces the default single-tensor "
                                    f"step; build the optimizer with {key}=False")
-        if group.get("foreach"):
-            raise CaptureError(f"{name}(foreach=True) is not supported yet: acir reproduces the single-tensor step "
-                               "(torch's default on the CPU); build the optimizer with foreach=False")
+        if group.get("foreach") or (group.get("foreach") is None and _torch_picks_foreach(group["params"])):
+            raise CaptureError(f"{name} would run torch's foreach kernels here (foreach=True, or the default for "
+                               "these parameters' device), and acir reproduces the single-tensor step: build the "
+                               "optimizer with foreach=False")
         for key in self.hyperparams:
             value = group.get(key)
             values = value if isinstance(value, tuple) else (value,)
@@ -87,6 +88,13 @@ class Rule:
     def update(self, p, grad, state: dict[str, Any], s: dict[str, float], flags: tuple) -> None:
         """The tensor half of the update, traced into the graph (under ``torch.no_grad``)."""
         raise NotImplementedError
+
+
+def _torch_picks_foreach(params) -> bool:
+    """Would torch's step, with ``foreach=None``, use its foreach kernels for ``params`` (on CUDA it does)?"""
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    return bool(_default_to_fused_or_foreach(list(params), differentiable=False, use_fused=False)[1])
 
 
 def next_step(step_tensor) -> float:
