@@ -7,6 +7,13 @@ are used later, so that fx's generated code frees every tensor right after its l
 exactly as the liveness analysis assumes. Calling the module runs one training iteration:
 it updates parameters, buffers and optimizer state in place (run it under ``no_grad``)
 and returns the loss.
+
+A few CPU kernels look at autograd's grad mode and return less without it: the LSTM
+kernel ``mkldnn_rnn_layer`` leaves its workspace undefined (``None``), and its backward,
+which takes that workspace as a plain ``Tensor``, then cannot run. Eager PyTorch runs the
+forward with grad mode on, so those operators (:data:`GRAD_MODE_OPS`) run in the forward,
+and in recomputations of it, with grad mode on below autograd (no graph is recorded):
+:func:`call_with_grad_mode`.
 """
 
 from __future__ import annotations
@@ -15,8 +22,27 @@ import keyword
 import re
 from typing import Any
 
-from acir.ir.graph import InputKind, Module, ValueRef
+from acir.ir.graph import InputKind, Module, Node, Region, ValueRef
 from acir.ir.ops import resolve_op, to_torch
+
+#: Operators whose CPU kernel reads autograd's grad mode: off, ``mkldnn_rnn_layer`` (LSTM)
+#: makes no workspace, which its backward needs.
+GRAD_MODE_OPS = frozenset({"aten.mkldnn_rnn_layer.default"})
+
+
+def runs_with_grad_mode(node: Node) -> bool:
+    """Did eager PyTorch run ``node`` with grad mode on, and does its kernel care? (the forward
+    and its recomputations: the backward and the optimizer run with grad mode off)."""
+    return node.op in GRAD_MODE_OPS and (node.region is Region.FORWARD or node.recompute_of is not None)
+
+
+def call_with_grad_mode(op_name: str, *args, **kwargs):
+    """Call the operator ``op_name`` as autograd calls it in the forward: grad mode on, dispatched
+    below autograd, so its kernel makes what its backward needs and no graph is recorded."""
+    import torch
+
+    with torch.enable_grad(), torch._C._AutoDispatchBelowAutograd():
+        return resolve_op(op_name)(*args, **kwargs)
 
 _PREFIX = {InputKind.PARAMETER: "p_", InputKind.MODULE_BUFFER: "b_", InputKind.OPTIMIZER_STATE: "s_",
            InputKind.BATCH: "in_", InputKind.CONSTANT: "c_", InputKind.HYPERPARAM: "h_",
@@ -62,7 +88,10 @@ def lower_graph(module: Module):
         op = resolve_op(n.op)
         args = tuple(to_torch(a, env.__getitem__) for a in n.args)
         kwargs = {k: to_torch(v, env.__getitem__) for k, v in n.kwargs.items()}
-        fxn = graph.call_function(op, args, kwargs)
+        if runs_with_grad_mode(n):
+            fxn = graph.call_function(call_with_grad_mode, (n.op, *args), kwargs)
+        else:
+            fxn = graph.call_function(op, args, kwargs)
         fxn.name = n.name
         bind_outputs(n.outputs, fxn)
     graph.output(tuple(env[v] for v in g.outputs))
@@ -96,11 +125,14 @@ def python_source(module: Module) -> str:
     inputs = "\n".join(f"#   {i:5d}  {placeholder_name(x.kind, x.name):40s} {x.kind.name:16s} {x.name}"
                        for i, x in enumerate(module.graph.inputs))
     prov = module.header.provenance
-    return (f'"""One training iteration of {prov.model} (batch {prov.batch_size}), lowered by acir {acir.__version__}.\n\n'
+    helper = "acir_runtime_lower_call_with_grad_mode"
+    imports = f"from acir.runtime.lower import call_with_grad_mode as {helper}\n" if helper in code else ""
+    return (f'"""One training iteration of {prov.model} (batch {prov.batch_size}), '
+            f'lowered by acir {acir.__version__}.\n\n'
             "Call step(*inputs) under torch.no_grad(): it updates parameters, buffers and optimizer\n"
             'state in place and returns (loss,).\n"""\n'
-            "import torch\nfrom torch import device, inf, nan  # noqa: F401 (used by the generated code)\n\n"
-            f"# inputs, in order:\n{inputs}\n{code}")
+            "import torch\nfrom torch import device, inf, nan  # noqa: F401 (used by the generated code)\n"
+            f"{imports}\n# inputs, in order:\n{inputs}\n{code}")
 
 
 def constant_tensor(module: Module, inp):

@@ -3,9 +3,10 @@
 The runner executes exactly what the lowered ``torch.fx`` code executes — the same
 resolved overloads in the same order, each value released right after its last use, the
 unused outputs of a tuple-returning op released right after it — so what it measures per
-node adds up to what ``acir-run --measure`` measures for the whole step. Times are taken
-around the operator call only (the argument plumbing is outside the clock); on CUDA the
-device is synchronised around each node so that a node's time is its own.
+node adds up to what ``acir-run --measure`` measures for the whole step (an operator whose
+kernel reads grad mode runs as lowering runs it: :func:`acir.runtime.lower.call_with_grad_mode`).
+Times are taken around the operator call only (the argument plumbing is outside the clock);
+on CUDA the device is synchronised around each node so that a node's time is its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 from acir.ir.graph import Module, ValueRef, arg_refs
 from acir.ir.ops import resolve_op, to_torch
+from acir.runtime.lower import call_with_grad_mode, runs_with_grad_mode
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class NodeRunner:
     def __init__(self, module: Module) -> None:
         g = module.graph
         self.module = module
-        self.ops = [resolve_op(n.op) for n in g.nodes]
+        self.ops = [functools.partial(call_with_grad_mode, n.op) if runs_with_grad_mode(n) else resolve_op(n.op)
+                    for n in g.nodes]
         last: dict[int, int] = {}
         for rank, n in enumerate(g.nodes):
             for v in n.input_ids():
