@@ -79,12 +79,14 @@ def _body(args) -> int:
                                     args.accumulate))
     seconds = time.perf_counter() - t0
     from acir.frontend.step import real_build
+    from acir.units import format_bytes
 
     built = real_build(module)
     if built is not None:
         nbytes, why = built
         print(f"acir-capture: {args.model} could not be built under fake tensors ({why}), so it was built for real: "
-              f"{nbytes / 2**20:.1f} MiB ({nbytes} bytes) of parameters and buffers (recorded in the header)",
+              f"{format_bytes(nbytes)}{f' ({nbytes} bytes)' if nbytes >= 1024 else ''} of parameters and buffers "
+              "(recorded in the header)",
               file=sys.stderr)
     from acir.ir.verify import verify
 
