@@ -61,7 +61,8 @@ def planned_and_rewritten(module):
 
 
 @pytest.mark.parametrize("factory, why", [("item_init", "DataDependentOutputException"),
-                                          ("numpy_init", ".numpy()")])
+                                          ("numpy_init", ".numpy()"),
+                                          ("plain_attribute", "holds a tensor that is not a parameter or buffer")])
 def test_a_factory_that_needs_data_is_built_for_real(capture_of, factory, why):
     from acir.frontend.rebuild import rebuild
     from acir.frontend.step import real_build

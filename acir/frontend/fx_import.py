@@ -35,6 +35,16 @@ from acir.ir.graph import (
     ValueRef,
 )
 
+
+class ClosedOverTensor(CaptureError):
+    """The step reads a tensor that is neither a parameter, a buffer nor a batch tensor, and that
+    was made under fake tensors, so its data is lost (capture builds such a model for real)."""
+
+    def __init__(self, message: str, tensor: str) -> None:
+        super().__init__(message)
+        self.tensor = tensor  # which: "_tensor_constant0, shape (4,)"
+
+
 #: Constants the step creates are stored in the artifact; past this size they should be buffers.
 MAX_CONSTANT_BYTES = 1 << 20
 
@@ -89,9 +99,10 @@ class _Importer:
         from torch._subclasses.fake_tensor import FakeTensor
 
         if isinstance(t, FakeTensor):  # a real tensor the step closes over: make_fx kept only its fake
-            raise CaptureError(f"the step reads a tensor it closes over ({name}, shape {tuple(t.shape)}), not a "
-                               "parameter, buffer or batch tensor; register it as a buffer of the model "
-                               "(module.register_buffer) or pass it in the batch")
+            what = f"{name}, shape {tuple(t.shape)}"
+            raise ClosedOverTensor(f"the step reads a tensor it closes over ({what}), not a parameter, buffer or "
+                                   "batch tensor; register it as a buffer of the model (module.register_buffer) or "
+                                   "pass it in the batch", what)
         t = t.detach().contiguous()
         data = t.reshape(-1).view(torch.uint8).cpu().numpy().tobytes() if t.numel() else b""
         ref = self.new_value(t, Role.INPUT)

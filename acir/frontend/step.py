@@ -2,9 +2,10 @@
 
 The workload and optimizer are built inside a ``FakeTensorMode``, so capturing a batch
 that would not fit in memory costs no memory. A factory that cannot run on fake tensors
-(a weight initialiser calling ``.item()``, a checkpoint read from a file) is built for real
-and turned into fake tensors; that costs its parameter and buffer bytes for a moment, and
-the header's producer records it (:func:`real_build`). The graph is in PyTorch's order; the schedule
+(a weight initialiser calling ``.item()``, a checkpoint read from a file), or whose model
+holds a tensor that is neither a parameter nor a buffer (the step reads its data), is
+built for real and turned into fake tensors; that costs its parameter and buffer bytes for
+a moment, and the header's producer records it (:func:`real_build`). The graph is in PyTorch's order; the schedule
 (``interleave-optimizer`` by default) is a pass, applied by :func:`acir.api.capture`. The provenance (model spec, sizes,
 optimizer and its hyper-parameters, seed, torch version) is recorded so that
 ``acir-run`` can rebuild the very same model, batch and optimizer later.
@@ -82,10 +83,18 @@ def _build_for_capture(opts: CaptureOptions):
     except Exception as e:
         if not zoo.worth_building_for_real(e):
             raise
-        why = e.__cause__ if isinstance(e, CaptureError) and e.__cause__ is not None else e
-        wl, opt = build_workload(opts, as_fake=FakeTensorMode(allow_non_fake_inputs=True))
-        wl.real_build_reason = f"{type(why).__name__}: {str(why).strip().splitlines()[0] if str(why).strip() else ''}"
-        return wl, opt
+        return _build_for_real(opts, e.__cause__ if isinstance(e, CaptureError) and e.__cause__ is not None else e)
+
+
+def _build_for_real(opts: CaptureOptions, why: BaseException | str):
+    """(workload, optimizer) built for real, then turned into fake tensors, because of ``why``."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    wl, opt = build_workload(opts, as_fake=FakeTensorMode(allow_non_fake_inputs=True))
+    text = str(why).strip()
+    text = text.splitlines()[0] if text else ""
+    wl.real_build_reason = text if isinstance(why, str) else f"{type(why).__name__}: {text}"
+    return wl, opt
 
 
 def real_build(module: Module) -> tuple[int, str] | None:
@@ -129,6 +138,7 @@ def capture_model(opts: CaptureOptions) -> Module:
     import torch
 
     from acir.frontend import zoo
+    from acir.frontend.fx_import import ClosedOverTensor
     from acir.frontend.optim import optimizer_options
 
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
@@ -145,15 +155,26 @@ def capture_model(opts: CaptureOptions) -> Module:
                       device=opts.device, dtype="float32", torch_version=torch.__version__,
                       accumulate=opts.accumulate if opts.accumulate > 1 else 0,
                       clip_grad_norm=opts.clip_grad_norm or 0.0)
-    phase = Phase()
-    if opts.accumulate > 1:  # the last micro-batch: the gradients of the earlier ones come in, then the update
-        _, first = capture_micro_batch(wl.model, opt, wl.loss_fn, wl.batch, prov,
-                                       phase=Phase(opts.accumulate, (), False))
-        phase = Phase(opts.accumulate, tuple(first.grad_names), True)
-        params = dict(wl.model.named_parameters())
-        for name in phase.carried:  # fake tensors: they stand for the gradients, and cost nothing
-            params[name].grad = torch.zeros_like(params[name])
-    module = capture_micro_batch(wl.model, opt, wl.loss_fn, wl.batch, prov, opts.clip_grad_norm, phase=phase)[0]
+
+    def capture_built(wl, opt) -> Module:
+        phase = Phase()
+        if opts.accumulate > 1:  # the last micro-batch: the gradients of the earlier ones come in, then the update
+            _, first = capture_micro_batch(wl.model, opt, wl.loss_fn, wl.batch, prov,
+                                           phase=Phase(opts.accumulate, (), False))
+            phase = Phase(opts.accumulate, tuple(first.grad_names), True)
+            params = dict(wl.model.named_parameters())
+            for name in phase.carried:  # fake tensors: they stand for the gradients, and cost nothing
+                params[name].grad = torch.zeros_like(params[name])
+        return capture_micro_batch(wl.model, opt, wl.loss_fn, wl.batch, prov, opts.clip_grad_norm, phase=phase)[0]
+
+    try:
+        module = capture_built(wl, opt)
+    except ClosedOverTensor as e:  # a tensor the model holds, made fake by the fake build: build for real
+        if wl.real_bytes is not None:
+            raise
+        wl, opt = _build_for_real(opts, f"the model holds a tensor that is not a parameter or buffer, {e.tensor}, "
+                                        "and the step reads its data")
+        module = capture_built(wl, opt)
     if wl.real_bytes is not None:
         module.header.producer += REAL_BUILD_NOTE.format(wl.real_bytes, wl.real_build_reason)
     return module

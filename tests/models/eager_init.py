@@ -1,7 +1,8 @@
 """Factories that cannot run under fake tensors while they build the model, for the capture tests.
 
 Each works eagerly; under ``FakeTensorMode`` each raises while building (``.item()`` on a
-weight, ``.numpy()``), so capture builds it for real and turns it into fake tensors.
+weight, ``.numpy()``) or loses data the step reads (a plain tensor attribute), so capture
+builds it for real and turns it into fake tensors.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ class NumpyInit(nn.Module):
         return self.fc(x)
 
 
+class PlainAttribute(nn.Module):
+    """Builds under fake tensors, but holds a tensor that is neither a parameter nor a buffer and
+    reads its data in the forward: a fake build loses that data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.shift = torch.randn(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + self.shift
+
+
 def _regression(model: nn.Module, batch_size: int):
     batch = (torch.randn(batch_size, 8), torch.randn(batch_size, 8))
 
@@ -72,6 +86,10 @@ def tied_item_init(batch_size: int):
 
 def numpy_init(batch_size: int):
     return _regression(NumpyInit(), batch_size)
+
+
+def plain_attribute(batch_size: int):
+    return _regression(PlainAttribute(), batch_size)
 
 
 def no_parameters(batch_size: int):
