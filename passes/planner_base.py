@@ -28,6 +28,7 @@ class PlannerResult:
     srcs: tuple[tuple[int, ...], ...] | None = None          # per candidate, when the planner tracks them
     recompute_times: tuple[float, ...] | None = None          # per candidate, when the planner tracks them
     optimality_gap: float = -1.0
+    retained: tuple[int, ...] = ()                            # chosen candidates recomputed once and kept
 
 
 SolveFn = Callable[[Problem, int], PlannerResult]
@@ -61,10 +62,10 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, f
     t0 = time.perf_counter()
     result = solve(p, budget if budget is not None else p.no_ac_peak)
     solve_s = time.perf_counter() - t0
-    ev = evaluate(p, result.chosen)
+    ev = evaluate(p, result.chosen, result.retained)
     if budget is not None and require_budget and (not result.feasible or ev.peak > budget):
         raise InfeasibleBudget(budget, min(floor_bytes, ev.peak), pass_.name)
-    chosen = set(result.chosen)
+    chosen, retained = set(result.chosen), set(result.retained)
     tensors = []
     for i, sid in enumerate(cands.storages):
         src = result.srcs[i] if result.srcs is not None else p.srcs[i]
@@ -72,15 +73,33 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, f
         tensors.append(analyses.TensorPlan(
             storage=sid, decision=analyses.Decision.RECOMPUTE if i in chosen else analyses.Decision.KEEP,
             reason=cands.reasons[i], srcs=[cands.storages[j] for j in src], recompute_s=rt,
-            recompute_count=ev.counts[i]))
+            recompute_count=ev.counts[i], retained=i in retained))
     module.analyses[PLAN] = analyses.Plan(
         revision=module.header.revision, planner=pass_.spec(), budget_bytes=budget if budget is not None else ev.peak,
         predicted_peak_bytes=ev.peak, predicted_recompute_s=ev.recompute_s, solve_s=solve_s,
         no_ac_peak_bytes=cands.no_ac_peak or p.no_ac_peak, floor_bytes=floor_bytes, tensors=tensors,
-        optimality_gap=result.optimality_gap)
+        optimality_gap=result.optimality_gap, profile=profile_used(module))
     extra = {"loss_heads_fused": cands.fused.total} if cands.fused.total else {}
+    if retained:
+        extra["retained"] = len(retained)
     return PassResult(False, {**extra, "recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
                               "predicted_recompute_s": round(ev.recompute_s, 6), "solve_s": round(solve_s, 4)})
+
+
+def profile_used(module: Module) -> str:
+    """Which profile a plan of ``module`` is made from, for the plan block: its method, reps and
+    malloc setting and a digest of its node times (two profiles with one digest have the same
+    times, so a planner makes the same plan from both); "" without a profile."""
+    import hashlib
+    import struct
+
+    prof = module.analyses.get(PROFILE)
+    if prof is None:
+        return ""
+    h = hashlib.sha256()
+    for n in prof.nodes:
+        h.update(struct.pack("<qd", n.node, n.run_s))
+    return f"method={prof.method} reps={prof.reps} malloc={prof.malloc or '-'} times=sha256:{h.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -101,9 +120,14 @@ class FixedPlanner(Pass):
     def choose(self, problem: Problem) -> tuple[int, ...]:
         raise NotImplementedError
 
+    def retain(self, problem: Problem, chosen: tuple[int, ...]) -> tuple[int, ...]:
+        """Which of ``chosen`` to recompute once and keep (none, unless a baseline says otherwise)."""
+        return ()
+
     def run(self, module: Module) -> PassResult:
         return run_planner(module, self, self.budget, self._solve, require_budget=False)
 
     def _solve(self, problem: Problem, budget: int) -> PlannerResult:
         chosen = self.choose(problem)
-        return PlannerResult(chosen, evaluate(problem, chosen).peak <= budget)
+        retained = self.retain(problem, chosen)
+        return PlannerResult(chosen, evaluate(problem, chosen, retained).peak <= budget, retained=retained)

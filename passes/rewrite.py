@@ -6,14 +6,18 @@ on it, and the intermediates they need that are dead by the backward) are copied
 the backward just before its first backward use, reading its recompute sources; every
 backward use then reads the copy, so the original is freed after its last forward use.
 
-The schedule is exactly the one :func:`acir.analysis.problem.evaluate` prices, so that the
-simulated peak after the rewrite can be checked against the plan's prediction:
+The schedule is exactly the one :func:`acir.analysis.problem.schedule` gives and
+:func:`~acir.analysis.problem.evaluate` prices, so that the simulated peak after the rewrite
+can be checked against the plan's prediction:
 
 * all recomputations before one backward node form one *recomputation point*; each
   forward node is copied at most once per point, however many tensors of the point need it;
-* a source that is itself recomputed and still in its idle window at that point is dead:
-  it is recomputed there too, transiently (its copy serves only this point and dies with
-  it), and again later at its own first backward use — the plan's recompute count;
+* a retained tensor is recomputed once, at the first point that needs it, and its copy
+  serves every later use (a checkpointed block's forward, replayed once);
+* a source that is itself recomputed, not retained, and still in its idle window at that
+  point is dead: it is recomputed there too, transiently (its copy serves only this point
+  and dies with it), and again later at its own first backward use — the plan's recompute
+  count;
 * a copy is a node of region BACKWARD whose ``recompute_of`` names the forward node it
   replays, with that node's module path.
 
@@ -50,7 +54,7 @@ from collections import ChainMap
 from dataclasses import dataclass, field
 
 from acir.analysis.candidates import BATCH_NORMS, Candidates, build
-from acir.analysis.problem import recompute_set
+from acir.analysis.problem import Point, schedule
 from acir.errors import InternalError, PassFailed
 from acir.ir import analyses
 from acir.ir.analyses import LIVENESS, PLAN, PROFILE
@@ -89,10 +93,11 @@ class RewriteStats:
     absorbed: dict[int, int] = field(default_factory=dict)  # node id removed by the fusion -> the node doing its work
 
 
-def _chosen(module: Module, cands: Candidates) -> list[int]:
+def _chosen(module: Module, cands: Candidates) -> tuple[list[int], list[int]]:
+    """The plan's recomputed candidates, and those of them it retains."""
     plan = module.analyses[PLAN]
     index = {sid: i for i, sid in enumerate(cands.storages)}
-    chosen = []
+    chosen, retained = [], []
     for t in plan.tensors:
         i = index.get(t.storage)
         if i is None:
@@ -102,7 +107,9 @@ def _chosen(module: Module, cands: Candidates) -> list[int]:
             if not cands.problem.allowed[i]:
                 raise PassFailed(f"the plan recomputes s{t.storage}, which must be kept: {cands.reasons[i]}")
             chosen.append(i)
-    return chosen
+            if t.retained:
+                retained.append(i)
+    return chosen, retained
 
 
 class _Builder:
@@ -199,13 +206,12 @@ class _Rewriter:
         self.builder = _Builder(g)
         self.done = _Copies()
 
-    def point(self, h: int, group: list[int], stats: RewriteStats) -> None:
-        """Copy, before node ``h``, the chains of ``group`` (the chosen candidates first used at
-        ``h``) and of their dead recomputed sources, each forward node once."""
-        p, nodes = self.cands.problem, self.g.nodes
-        members = recompute_set(p, h, group, self.chosen)
+    def point(self, pt: Point, stats: RewriteStats) -> None:
+        """Copy, before node ``pt.rank``, the chains of the point's members (those it keeps and the
+        dead sources it needs for now), each forward node once."""
+        h, nodes, members = pt.rank, self.g.nodes, pt.members
         stats.points += 1
-        stats.transient += len(members) - len(group)
+        stats.transient += len(pt.transient)
         local: dict[int, int] = {}
         env = ChainMap(local, self.done.latest)  # this point's copies, then earlier persistent ones
         fresh: dict[int, int] = {}               # original storage -> this point's copy storage
@@ -216,8 +222,8 @@ class _Rewriter:
             copies.append(new)
         stats.copies += len(copies)
         self.done.inserted[h] = copies
-        # the group's copies serve every backward use from here on; dead sources' copies die here
-        kept = {self.cands.storages[m] for m in group}
+        # the persistent members' copies serve every later use; dead sources' copies die here
+        kept = {self.cands.storages[m] for m in pt.persistent}
         for sid in kept:
             self.done.home[sid] = fresh[sid]
         self.done.latest.update({vid: new for vid, new in local.items() if self.storage_of.get(vid) in kept})
@@ -272,16 +278,13 @@ def rewrite(module: Module) -> RewriteStats:
     module docstring)."""
     cands = build(module)
     module.graph = g = cands.graph   # the fused view the plan was made on (the module's own graph if none)
-    chosen = set(_chosen(module, cands))
+    chosen, retained = _chosen(module, cands)
     stats = RewriteStats(recomputed=len(chosen), fused=cands.fused.total, absorbed=dict(cands.fused.absorbed))
     if not chosen:
         return stats
-    by_rank: dict[int, list[int]] = {}
-    for i in chosen:
-        by_rank.setdefault(cands.problem.hi[i], []).append(i)
-    rw = _Rewriter(g, cands, chosen)
-    for h in sorted(by_rank):
-        rw.point(h, by_rank[h], stats)
+    rw = _Rewriter(g, cands, set(chosen))
+    for pt in schedule(cands.problem, chosen, retained).points:
+        rw.point(pt, stats)
     rw.splice(stats)
     return stats
 

@@ -95,6 +95,7 @@ class TensorPlan:
     srcs: list[int] = field(default_factory=list)  # storages its recomputation starts from
     recompute_s: float = 0.0    # run time of one recomputation
     recompute_count: int = 0    # how many times it is recomputed (0 when kept)
+    retained: bool = False      # recomputed once, at the first point that needs it, and kept from there
 
 
 @dataclass(slots=True)
@@ -109,6 +110,9 @@ class Plan:
     floor_bytes: int            # the smallest peak recomputation can reach (everything allowed recomputed)
     tensors: list[TensorPlan]
     optimality_gap: float = -1.0  # MILP gap of the optimal planner; -1 for heuristics
+    #: the profile the plan's times came from: "method=… reps=… malloc=… times=sha256:…" ("" when unknown).
+    #: Plans follow measured times, so two profiles of one model can give two plans; equal digests, equal times.
+    profile: str = ""
 
     def recomputed(self) -> list[TensorPlan]:
         return [t for t in self.tensors if t.decision is Decision.RECOMPUTE]

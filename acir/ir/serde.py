@@ -188,10 +188,10 @@ def _analyses_to_pb(analyses: Analyses, out: pb.Analyses) -> None:
         r.revision, r.planner, r.budget_bytes = plan.revision, plan.planner, plan.budget_bytes
         r.predicted_peak_bytes, r.predicted_recompute_s = plan.predicted_peak_bytes, plan.predicted_recompute_s
         r.solve_s, r.no_ac_peak_bytes, r.floor_bytes = plan.solve_s, plan.no_ac_peak_bytes, plan.floor_bytes
-        r.optimality_gap = plan.optimality_gap
+        r.optimality_gap, r.profile = plan.optimality_gap, plan.profile
         for t in plan.tensors:
             r.tensors.add(storage=t.storage, decision=t.decision.value, reason=t.reason, srcs=t.srcs,
-                          recompute_s=t.recompute_s, recompute_count=t.recompute_count)
+                          recompute_s=t.recompute_s, recompute_count=t.recompute_count, retained=t.retained)
 
 
 def _analyses_from_pb(msg: pb.Analyses) -> Analyses:
@@ -220,8 +220,8 @@ def _analyses_from_pb(msg: pb.Analyses) -> Analyses:
             predicted_peak_bytes=r.predicted_peak_bytes, predicted_recompute_s=r.predicted_recompute_s,
             solve_s=r.solve_s, no_ac_peak_bytes=r.no_ac_peak_bytes, floor_bytes=r.floor_bytes,
             tensors=[TensorPlan(t.storage, _enum(Decision, t.decision, f"plan tensor s{t.storage}"), t.reason,
-                                list(t.srcs), t.recompute_s, t.recompute_count) for t in r.tensors],
-            optimality_gap=r.optimality_gap)
+                                list(t.srcs), t.recompute_s, t.recompute_count, t.retained) for t in r.tensors],
+            optimality_gap=r.optimality_gap, profile=r.profile)
     return out
 
 
