@@ -173,7 +173,9 @@ def _report(r) -> list[str]:
                    f"(from {what} {m['times_from']}), {human_time(m['measured_iteration_s'])} measured{rec}")
     v = r.verify
     if v is not None:
-        if v["ran"]:
+        if v.get("out_of_memory"):
+            out.append(f"verify: {what} {r.value} rewritten and run: OUT OF MEMORY ({v['error']})")
+        elif v["ran"]:
             verdict = "within it" if v["within"] else "OVER it"
             out.append(f"verify: {what} {r.value} rewritten and run: measured peak {_b(v['measured_peak_bytes'])} "
                        f"({v['measured_peak_bytes']} B) vs {format_bytes(r.memory_bytes)} ({r.memory_bytes} B): "
@@ -220,8 +222,10 @@ def _body(args) -> int:
         raise NothingFits(f"nothing fits: even {what} {args.multiple_of} needs at least {r.floor_bytes} bytes "
                           f"(its floor) and --memory is {r.memory_bytes} bytes")
     if r.verify is not None and r.verify.get("ran") and not r.verify["within"]:
-        print(f"acir-fit: error: the answer's measured peak {r.verify['measured_peak_bytes']} bytes is over "
-              f"--memory {r.memory_bytes} bytes", file=sys.stderr)
+        peak = r.verify["measured_peak_bytes"]
+        print("acir-fit: error: " + ("the answer ran out of memory when run for real" if peak is None else
+                                     f"the answer's measured peak {peak} bytes is over --memory {r.memory_bytes} "
+                                     "bytes"), file=sys.stderr)
         return 1
     return 0
 

@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from acir.errors import AcirError, UsageError
 from acir.frontend.step import CaptureOptions
-from acir.ir.analyses import LIVENESS, PROFILE
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 from acir.ir.graph import Module
 
 __all__ = ["DEFAULT_MAX", "FitResult", "FitRow", "NothingFits", "available_ram", "fit", "resolve_memory"]
@@ -50,9 +50,10 @@ DEFAULT_MAX = 65536
 #: What may be searched, by the names the CLI and the API accept.
 SEARCHES = {"batch": "batch_size", "batch-size": "batch_size", "batch_size": "batch_size",
             "seq-len": "seq_len", "seq_len": "seq_len"}
-#: A real run (profile, verify) is attempted only when its planned peak is at most this share of the
-#: memory the device has free: the rest is the process's own (allocator slack, the interpreter).
-_RUN_HEADROOM = 0.9
+#: A real run (profile, verify) on the CPU is attempted only when its planned peak is at most this share
+#: of the available RAM (the rest: allocator slack, the page cache others need); on CUDA up to all of the
+#: free memory (what ``--memory cuda`` asks for), and an out-of-memory error is caught and reported.
+_CPU_HEADROOM = 0.9
 #: How many times the answer and its neighbour are measured and the search resumed before it stops.
 _MAX_ROUNDS = 4
 
@@ -132,6 +133,27 @@ def _device_free(device: str) -> int | None:
     return available_ram()
 
 
+def _no_room(device: str, need: int) -> str | None:
+    """Why a real run of ``need`` bytes should not be tried on ``device`` now, or None when it may."""
+    from acir.units import format_bytes
+
+    free = _device_free(device)
+    if free is None:
+        return None
+    share = 1.0 if device.startswith("cuda") else _CPU_HEADROOM
+    if need <= share * free:
+        return None
+    return (f"its planned peak {format_bytes(need)} is more than {'' if share == 1.0 else f'{share:.0%} of '}"
+            f"the {format_bytes(free)} free on {device} here")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+
+
 # ---------------------------------------------------------------------------------------------
 # Results
 
@@ -153,7 +175,7 @@ class FitRow:
     reason: str                      # "fits", or why not
     times: str                       # "measured", "predicted" (scaled from times_from) or "proxy" (no profile)
     times_from: int                  # the batch size (or sequence length) whose profile the times come from
-    chosen: tuple[int, ...] = field(default=(), repr=False)
+    chosen: tuple[tuple[int, int], ...] = field(default=(), repr=False)  # (storage, recompute count) per recomputed
 
     @property
     def fits_memory(self) -> bool:
@@ -393,37 +415,35 @@ class _Fit:
 
     # -- one candidate
 
+    def _planner(self):
+        """The planner pass at the memory size, exactly as ``acir-opt -p 'mutwo{budget=...}'`` would run it."""
+        from acir.pipeline.registry import instantiate
+        from acir.pipeline.syntax import PassSpec
+
+        opts = {"budget": str(self.memory)}
+        if self.planner == "optimal":
+            opts["time-limit"] = repr(float(self.time_limit_s))
+        return instantiate(PassSpec(self.planner, opts))
+
     def _plan(self, cap: _Capture, times: _Times):
-        """(candidates, floor, chosen, feasible, evaluation) of ``cap`` planned at the memory with ``times``."""
-        from acir.analysis.candidates import build
-        from acir.analysis.problem import evaluate
-        from acir.passes.mutwo.solver import reachable_floor
+        """(plan block or None, floor, no-AC peak) of ``cap`` planned at the memory with ``times``, by the
+        planner pass itself (so that a row is the plan ``acir-opt`` makes from the same times)."""
+        from acir.errors import InfeasibleBudget
         from acir.pipeline.manager import PassManager
         from acir.pipeline.registry import build_pipeline
 
         m = cap.module
         m.analyses[PROFILE] = _profile_block(m, times)
         m.analyses.pop(LIVENESS)
+        m.analyses.pop(PLAN)
         PassManager(build_pipeline("liveness"), verify=False).run(m)
-        cands = build(m)
-        p = cands.problem
-        floor = reachable_floor(p)
-        chosen: tuple[int, ...] = ()
-        feasible = False
-        if floor <= self.memory:
-            if self.planner == "optimal":
-                from acir.passes.optimal import warm_starts
-                from acir.passes.optimal.solver import solve as optimal
-
-                s = optimal(p, self.memory, warm_starts(p, self.memory), time_limit_s=self.time_limit_s)
-                chosen, feasible = tuple(s.chosen), s.feasible
-            else:
-                from acir.passes.mutwo.solver import solve
-
-                s = solve(p, self.memory)
-                chosen, feasible = tuple(s.chosen), s.feasible
-        ev = evaluate(p, chosen)
-        return cands, floor, chosen, feasible and ev.peak <= self.memory, ev
+        no_ac = m.analyses[LIVENESS].simulated_peak_bytes
+        try:
+            PassManager([self._planner()], verify=False).run(m)
+        except InfeasibleBudget as e:  # states the lower of the floor and the planner's best peak
+            return None, e.floor_bytes, no_ac
+        plan = m.analyses[PLAN]
+        return plan, plan.floor_bytes, plan.no_ac_peak_bytes or no_ac
 
     def row(self, v: int) -> FitRow:
         from acir.units import format_bytes
@@ -434,30 +454,30 @@ class _Fit:
         if cached is not None and cached[0] == key:
             return cached[1]
         cap = self._capture(v)
-        cands, floor, chosen, feasible, ev = self._plan(cap, times)
-        no_ac = cands.no_ac_peak or cands.problem.no_ac_peak
+        plan, floor, no_ac = self._plan(cap, times)
         it = times.iteration_s
         b = v if self.dim == "batch_size" else self.template.batch_size
         s = v if self.dim == "seq_len" else cap.module.header.provenance.seq_len
-        if feasible:
-            overhead = ev.recompute_s / it if it > 0 else (0.0 if ev.recompute_s == 0 else math.inf)
+        if plan is not None:
+            rec = plan.predicted_recompute_s
+            overhead = rec / it if it > 0 else (0.0 if rec == 0 else math.inf)
             over = self.max_overhead is not None and overhead > self.max_overhead + 1e-12
             reason = (f"overhead {100 * overhead:.1f}% is over the limit {100 * (self.max_overhead or 0):.4g}%"
                       if over else "fits")
-            row = FitRow(b, s, no_ac, floor, ev.peak, ev.recompute_s, it, overhead, len(chosen), not over, reason,
-                         times.source, times.origin, chosen)
+            chosen = tuple((t.storage, t.recompute_count) for t in plan.recomputed())
+            row = FitRow(b, s, no_ac, floor, plan.predicted_peak_bytes, rec, it, overhead, len(chosen), not over,
+                         reason, times.source, times.origin, chosen)
         else:
             if floor > self.memory:
                 reason = (f"floor {format_bytes(floor)} ({floor} B) is over {format_bytes(self.memory)} "
                           f"({self.memory} B)")
             else:
-                reason = (f"{self.planner} finds no plan within {format_bytes(self.memory)} "
-                          f"(its best: {format_bytes(ev.peak)})")
+                reason = f"{self.planner} finds no plan within {format_bytes(self.memory)}"
             row = FitRow(b, s, no_ac, floor, None, None, it, None, 0, False, reason, times.source, times.origin)
         if cached is None:
             self._say(f"{self._label(v)}: no-AC {format_bytes(no_ac)}, floor {format_bytes(floor)}"
-                      + (f", planned {format_bytes(ev.peak)}, overhead {100 * (row.predicted_overhead or 0):.1f}%"
-                         if feasible else "")
+                      + (f", planned {format_bytes(row.predicted_peak_bytes)}, "
+                         f"overhead {100 * (row.predicted_overhead or 0):.1f}%" if row.fits_memory else "")
                       + f" ({times.source} times) -> {'fits' if row.fits else 'no: ' + reason}")
         self.rows[v] = (key, row)
         if not self.measured and row.recomputed and self._can_measure(v):
@@ -477,7 +497,6 @@ class _Fit:
 
     def measure(self, v: int) -> None:
         """Profile ``v`` for real through its plan at the memory (rewritten, so the run fits too)."""
-        from acir.api.planning import planner_pass
         from acir.frontend.rebuild import rebuild
         from acir.passes.profile import profile_step
         from acir.pipeline.manager import PassManager
@@ -488,12 +507,10 @@ class _Fit:
         if row.predicted_peak_bytes is None:
             return
         device = self.template.device
-        free = _device_free(device)
-        if free is not None and row.predicted_peak_bytes > _RUN_HEADROOM * free:
+        why = _no_room(device, row.predicted_peak_bytes)
+        if why is not None:
             self.unmeasurable.add(v)
-            self.notes.append(f"{self._label(v)} was not profiled for real: its planned peak "
-                              f"{format_bytes(row.predicted_peak_bytes)} is more than {int(100 * _RUN_HEADROOM)}% of "
-                              f"the {format_bytes(free)} free on {device} here; its times are {row.times}")
+            self.notes.append(f"{self._label(v)} was not profiled for real: {why}; its times are {row.times}")
             return
         self._say(f"{self._label(v)}: profiling for real (planned peak {format_bytes(row.predicted_peak_bytes)}) ...")
         cap = self.captures[v]
@@ -501,14 +518,24 @@ class _Fit:
         work = copy.deepcopy(cap.module)
         work.analyses[PROFILE] = _profile_block(work, times)
         work.analyses.pop(LIVENESS)
-        PassManager(build_pipeline("liveness") + [planner_pass(self.planner, str(self.memory))]
-                    + build_pipeline("rewrite"), verify=False).run(work)
+        work.analyses.pop(PLAN)
+        PassManager(build_pipeline("liveness") + [self._planner()] + build_pipeline("rewrite"),
+                    verify=False).run(work)
         t0 = time.perf_counter()
-        model, opt, _, batch = rebuild(work.header.provenance)
         saved = sys.stderr
         sys.stderr = _NotATty(saved)
+        model = opt = batch = None
         try:
+            model, opt, _, batch = rebuild(work.header.provenance)
             prof = profile_step(work, model, opt, batch, self.reps, self.warmup)
+        except Exception as e:
+            if not _out_of_memory(e):
+                raise
+            del model, opt, batch
+            self.unmeasurable.add(v)
+            self.notes.append(f"{self._label(v)} ran out of memory when profiled for real ({type(e).__name__}); "
+                              f"its times are {row.times}")
+            return
         finally:
             sys.stderr = saved
         del model, opt, batch
@@ -525,9 +552,10 @@ class _Fit:
         after = self.row(v)
         # the plan made with the predicted times, priced with the measured ones (row() left them on the module)
         from acir.analysis.candidates import build
-        from acir.analysis.problem import evaluate
 
-        same_plan_s = evaluate(build(cap.module).problem, before.chosen).recompute_s
+        cands = build(cap.module)
+        index = {sid: i for i, sid in enumerate(cands.storages)}
+        same_plan_s = sum(count * cands.problem.times[index[sid]] for sid, count in before.chosen if sid in index)
         pred = sum(times.node_s)
         self.measurements.append({
             self.dim: v, "times_before": before.times, "times_from": before.times_from,
@@ -692,30 +720,34 @@ def fit(model: str, memory: int | str, *, max_overhead: float | None = None, pla
 def _verify(f: _Fit, v: int) -> dict[str, Any]:
     """Rewrite ``v``'s plan (with the best times) and run it with the real model, measuring its peak
     as ``acir-run --measure`` does."""
-    from acir.api.planning import planner_pass
     from acir.frontend.rebuild import rebuild
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
     from acir.runtime.lower import BoundStep, lower
     from acir.runtime.measure import measure
-    from acir.units import format_bytes
 
     row = f.row(v)
     assert row.predicted_peak_bytes is not None
     device = f.template.device
-    free = _device_free(device)
-    if free is not None and row.predicted_peak_bytes > _RUN_HEADROOM * free:
-        return {"ran": False, "reason": f"its planned peak {format_bytes(row.predicted_peak_bytes)} is more than "
-                                        f"{int(100 * _RUN_HEADROOM)}% of the {format_bytes(free)} free on {device}"}
+    why = _no_room(device, row.predicted_peak_bytes)
+    if why is not None:
+        return {"ran": False, "reason": why}
     f._say(f"{f._label(v)}: verifying: rewrite and run ...")
     work = copy.deepcopy(f.captures[v].module)
     work.analyses[PROFILE] = _profile_block(work, f._times(v))
     work.analyses.pop(LIVENESS)
-    PassManager(build_pipeline("liveness") + [planner_pass(f.planner, str(f.memory))]
-                + build_pipeline("rewrite")).run(work)
-    model, opt, _, batch = rebuild(work.header.provenance)
-    step = BoundStep(work, model, opt, lower(work))
-    m = measure(lambda: step(batch), lambda: step.inputs(batch), 3, 1, device)
+    work.analyses.pop(PLAN)
+    PassManager(build_pipeline("liveness") + [f._planner()] + build_pipeline("rewrite")).run(work)
+    try:
+        model, opt, _, batch = rebuild(work.header.provenance)
+        step = BoundStep(work, model, opt, lower(work))
+        m = measure(lambda: step(batch), lambda: step.inputs(batch), 3, 1, device)
+    except Exception as e:
+        if not _out_of_memory(e):
+            raise
+        return {"ran": True, "out_of_memory": True, "measured_peak_bytes": None, "memory_bytes": f.memory,
+                "within": False, "predicted_peak_bytes": row.predicted_peak_bytes, "device": device,
+                "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     live = work.analyses.get(LIVENESS)
     return {"ran": True, "measured_peak_bytes": m.peak_bytes, "memory_bytes": f.memory,
             "within": m.peak_bytes <= f.memory, "predicted_peak_bytes": row.predicted_peak_bytes,
