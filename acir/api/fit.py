@@ -510,7 +510,12 @@ class _Fit:
         why = _no_room(device, row.predicted_peak_bytes)
         if why is not None:
             self.unmeasurable.add(v)
-            self.notes.append(f"{self._label(v)} was not profiled for real: {why}; its times are {row.times}")
+            self.notes.append(f"{self._label(v)} was not profiled for real: {why}; its times stay predicted")
+            if not self.measured:  # no profile at all yet: the largest smaller candidate that can run here
+                smaller = [u for u, (_, r) in self.rows.items() if u < v and r.fits_memory and u not in
+                           self.unmeasurable and _no_room(device, r.predicted_peak_bytes or 0) is None]
+                if smaller:
+                    self.measure(max(smaller))
             return
         self._say(f"{self._label(v)}: profiling for real (planned peak {format_bytes(row.predicted_peak_bytes)}) ...")
         cap = self.captures[v]
@@ -534,7 +539,7 @@ class _Fit:
             del model, opt, batch
             self.unmeasurable.add(v)
             self.notes.append(f"{self._label(v)} ran out of memory when profiled for real ({type(e).__name__}); "
-                              f"its times are {row.times}")
+                              "its times stay predicted")
             return
         finally:
             sys.stderr = saved
@@ -567,8 +572,8 @@ class _Fit:
             "recompute_copies_measured_s": copies_s, "recomputed": before.recomputed,
             "replanned_recompute_s": after.predicted_recompute_s, "replanned_overhead": after.predicted_overhead,
             "profile_peak_bytes": prof.measured_peak_bytes, "profile_s": wall})
-        self._say(f"{self._label(v)}: measured iteration {iteration * 1e3:.1f} ms (predicted "
-                  f"{before.iteration_s * 1e3:.1f} ms); re-planned: "
+        guess = f" (predicted {before.iteration_s * 1e3:.1f} ms)" if before.times == "predicted" else ""
+        self._say(f"{self._label(v)}: measured iteration {iteration * 1e3:.1f} ms{guess}; re-planned: "
                   + (f"overhead {100 * (after.predicted_overhead or 0):.1f}%" if after.fits_memory else after.reason))
 
     # -- the boundary
@@ -643,8 +648,8 @@ def fit(model: str, memory: int | str, *, max_overhead: float | None = None, pla
     candidate that recomputes anything, the answer and its neighbour are profiled for real (``reps``
     timed iterations after ``warmup``; without, times are a proxy: bytes moved); with ``verify``,
     the answer is rewritten and run, and its measured peak compared with ``memory``. ``progress``
-    gets one line per candidate. Nothing fitting is an answer
-    (``result.found`` is False, ``floor_bytes`` what the smallest candidate needs), not an error.
+    gets one line per candidate. Nothing fitting is an answer (``result.found`` is False,
+    ``floor_bytes`` what the smallest candidate needs), not an error.
     """
     import torch
 
