@@ -14,8 +14,8 @@ import os
 
 from conftest import ROOT
 
-RANK = {"units": -1, "errors": 0, "ir": 1, "pipeline": 2, "analysis": 3, "frontend": 3, "runtime": 4, "passes": 5,
-        "api": 6, "viz": 6, "bench": 7, "tools": 8}
+RANK = {"units": -1, "progress": -1, "errors": 0, "ir": 1, "pipeline": 2, "analysis": 3, "frontend": 3, "runtime": 4,
+        "passes": 5, "api": 6, "viz": 6, "bench": 7, "tools": 8}
 
 
 def _layer_of_path(rel: str) -> str:
