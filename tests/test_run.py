@@ -154,3 +154,78 @@ def test_compile_api_matches_eager_over_steps():
         assert torch.equal(p, q)
     with pytest.raises(acir.errors.RunError, match="dtypes and devices"):
         step((torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 4)))
+
+
+# -- the malloc setting latencies are measured with ---------------------------------------------------------
+
+
+def test_measure_keeps_the_heap_by_default_and_says_so(tmp_path, captured, capsys):
+    """acir-run --measure times with freed memory kept in the heap unless --malloc default, and says which
+    (--malloc default in a fresh process: a process that has kept its heap cannot go back)."""
+    from acir.tools.run import main
+
+    from acir.ir.serde import dumps
+
+    f = tmp_path / "mlp.acir"
+    f.write_bytes(dumps(captured("mlp")))
+    assert main([str(f), "--measure", "--iters", "1", "--warmup", "0", "--against", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "(malloc: heap-retained)" in err and "\r" not in err  # and no progress bar: stderr is no terminal
+    default = cli("acir-run", str(f), "--measure", "--json", "--iters", "1", "--warmup", "0", "--malloc", "default")
+    assert default.returncode == 0, default.stderr.decode()
+    assert json.loads(default.stdout)["malloc"] == "default"
+
+
+def test_the_malloc_option_switches_glibc():
+    """What the setting does, in a fresh process each (the choice is process-wide): a step of a few big
+    tensors faults its pages in again at every iteration with glibc's defaults (they were unmapped), and
+    after a few iterations not at all with the heap kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = """if True:
+        import ctypes, resource, sys
+        from acir.runtime.measure import use_malloc
+        print(use_malloc(sys.argv[1]))
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        def tensor(n):  # what torch's CPU allocator does: malloc, then write every page
+            p = libc.malloc(n)
+            ctypes.memset(p, 1, n)
+            return p
+        faults = []
+        for _ in range(10):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            a, b = tensor(64 << 20), tensor(32 << 20)
+            c = tensor(64 << 20)
+            libc.free(a)
+            d = tensor(80 << 20)
+            for p in (b, c, d):
+                libc.free(p)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(min(faults[5:]))
+    """
+    got = {}
+    for setting in ("heap-retained", "default"):
+        r = subprocess.run([sys.executable, "-c", code, setting], capture_output=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"})
+        assert r.returncode == 0, r.stderr.decode()
+        said, faults = r.stdout.decode().split()
+        got[said] = int(faults)
+    assert set(got) == {"heap-retained", "default"}
+    assert got["default"] > 10_000 and got["heap-retained"] < 1_000, got  # 4 KiB pages: ~61k, or none
+
+
+def test_malloc_default_after_the_heap_was_kept_is_refused(monkeypatch):
+    from acir.errors import RunError
+    from acir.runtime import measure
+
+    monkeypatch.setattr(measure, "_retained_by_mallopt", True)
+    monkeypatch.setattr(measure, "_chosen", None)
+    assert measure.malloc_setting() == "heap-retained"
+    with pytest.raises(RunError, match="already kept in the heap"):
+        measure.use_malloc("default")
+    with pytest.raises(RunError, match="unknown malloc setting"):
+        measure.use_malloc("jemalloc")

@@ -64,7 +64,9 @@ Writes to -o DIR (the CSV and JSON after every model and batch size, so that a r
 midway keeps what it measured): results.csv and results.json (every measurement, and in the JSON the machine:
 CPU, cores, memory, torch version, malloc setting), memory.png and latency.png (per model,
 memory-MODEL.png and latency-MODEL.png with several models) and scatter.png. Progress goes to
-stderr (-q to silence), the table to stdout.
+stderr (-q to silence): a log line per step, and on a terminal a bar per model and batch size
+naming the configuration and round (with the profile's and the MILP's bars under it while they
+build); the table goes to stdout.
 """
 
 
@@ -109,7 +111,7 @@ def _parser():
                    help="CPU: also record the profiler's allocator-level peak (operator scratch included)")
     p.add_argument("-o", "--output", default="out/bench", metavar="DIR", help="output folder (default out/bench)")
     p.add_argument("--no-plots", action="store_true", help="write the CSV and JSON only")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (no log lines, no bars)")
     p.add_argument("--replot", metavar="RESULTS.json",
                    help="run nothing: draw the plots and print the table again from a results.json (into -o)")
     return p
@@ -208,20 +210,26 @@ def _replot(args) -> int:
 def _body(args) -> int:
     from dataclasses import asdict
 
+    from acir import progress
     from acir.bench.driver import describe_machine, run, stderr_log
     from acir.bench.results import format_table, write_results
-    from acir.errors import BenchError
-    from acir.runtime.measure import malloc_setting
+    from acir.errors import AcirError, BenchError
+    from acir.runtime.measure import use_malloc
 
+    progress.set_quiet(args.quiet)
     if args.replot:
         return _replot(args)
     if not args.models:
         raise BenchError("no model given; e.g. acir-bench resnet18 -b 4,8 (acir-capture --list-models lists them)")
     opts = _options(args)
     log = stderr_log(args.quiet)
-    if opts.device == "cpu" and args.malloc == "heap-retained" and malloc_setting() != "heap-retained":
-        log("warning: freed memory is not kept in the heap (GLIBC_TUNABLES unset; run acir-bench as a command, "
-            "which re-executes itself with it); latencies are recorded with malloc 'default'")
+    if opts.device == "cpu":
+        # a command has re-executed itself with GLIBC_TUNABLES already; called in-process (main(argv)), the
+        # heap is kept with mallopt instead (acir.runtime.measure), and --malloc default refuses a kept heap
+        try:
+            use_malloc(args.malloc)
+        except AcirError as e:
+            raise BenchError(f"--malloc {args.malloc}: {e}") from None
     os.makedirs(args.output, exist_ok=True)
     machine = describe_machine(opts.device)
     log(f"{machine['cpu']}, {machine['cpus_usable']} CPUs, torch {machine['torch']} ({machine['torch_threads']} "

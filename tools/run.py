@@ -27,9 +27,11 @@ both, one iteration each in turn, and reports the peak and latency change.
 The model, batch and optimizer are rebuilt from the artifact's provenance (same seed).
 Peak memory on CPU: live tensor storages tracked at the dispatcher, each storage once,
 including parameters, gradients, optimizer state and inputs; on CUDA: the allocator's
-max_memory_allocated. Latency: median over --iters after --warmup; on CPU say which malloc
-setting a figure used (set GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
-to keep freed memory in the heap, as a GPU caching allocator does).
+max_memory_allocated. Latency: median over --iters after --warmup, with freed memory kept in
+the heap (--malloc heap-retained, the default), as a GPU caching allocator does: otherwise glibc
+unmaps and re-faults big tensors every iteration and a step that saves memory looks faster than
+it is. --malloc default measures glibc as configured. Every figure says which ("malloc: ...").
+Progress bars go to stderr when it is a terminal (-q: none).
 """
 
 
@@ -49,6 +51,9 @@ def _parser():
     p.add_argument("--seed", type=int, default=1234, help="RNG seed set right before each checked step (default 1234)")
     p.add_argument("--no-rederive", action="store_true",
                    help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
+    p.add_argument("--malloc", default="heap-retained", choices=("heap-retained", "default"),
+                   help="--measure on CPU: keep freed memory in the heap (default), or glibc's default behaviour")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars on stderr")
     return p
 
 
@@ -60,13 +65,19 @@ def _log(args, msg: str) -> None:
 def _body(args) -> int:
     import torch
 
+    from acir import progress
     from acir.errors import RunError
     from acir.frontend.rebuild import provenance_for
     from acir.ir.artifact import read_path
     from acir.ir.verify import verify
 
+    progress.set_quiet(args.quiet)
     if args.iters < 1 or args.warmup < 0:
         raise RunError("--iters must be at least 1 and --warmup at least 0")
+    if args.measure:
+        from acir.runtime.measure import use_malloc
+
+        use_malloc(args.malloc)  # before any tensor of the step exists
     module = read_path(args.file)
     verify(module, rederive=not args.no_rederive)
     prov = provenance_for(module, args.model)
@@ -179,7 +190,8 @@ def _same_workload(a, b, name: str) -> None:
     if (pa.model, pa.batch_size, pa.seq_len, pa.image_size, pa.optimizer) != \
             (pb.model, pb.batch_size, pb.seq_len, pb.image_size, pb.optimizer):
         raise RunError(f"{name} is another workload ({pb.model} batch {pb.batch_size}, {pb.optimizer}) than the "
-                       f"artifact ({pa.model} batch {pa.batch_size}, {pa.optimizer}); --against needs the same workload")
+                       f"artifact ({pa.model} batch {pa.batch_size}, {pa.optimizer}); "
+                       "--against needs the same workload")
     inputs = lambda m: [(i.kind, i.name) for i in m.graph.inputs]  # noqa: E731
     if inputs(a) != inputs(b):
         raise RunError(f"{name} takes other graph inputs than the artifact; --against needs the same workload")
