@@ -64,3 +64,56 @@ def test_profile_needs_a_rebuildable_model(captured):
     m.header.provenance.model = "<python:Sequential>"
     with pytest.raises(PassFailed, match="rebuild the model"):
         PassManager(build_pipeline("profile")).run(m)
+
+
+# -- which profile a plan comes from; the analytic profile -----------------------------------------------
+
+
+def test_a_plan_records_the_measured_profile_it_came_from(captured):
+    from acir.ir.analyses import PLAN
+
+    assert build_pipeline("profile")[0].spec() == "profile"  # the default is still measured, and prints so
+    m = _profiled(captured("mlp"), "profile{reps=2,warmup=0},liveness,keep-all")
+    prof, plan = m.analyses[PROFILE], m.analyses[PLAN]
+    assert prof.method == "perf_counter" and prof.malloc == "heap-retained"
+    assert plan.profile.startswith("method=perf_counter reps=2 malloc=heap-retained times=sha256:")
+    assert m.header.pipeline[1] == "profile{reps=2,warmup=0}"
+
+
+def test_bad_profile_options_are_refused_when_parsed():
+    from acir.errors import ParseError
+
+    with pytest.raises(ParseError, match="measured or analytic"):
+        build_pipeline("profile{method=guess}")
+    with pytest.raises(ParseError, match="heap-retained or default"):
+        build_pipeline("profile{malloc=jemalloc}")
+
+
+def test_analytic_profiles_give_the_same_plan(captured):
+    """Runs nothing (the model cannot even be rebuilt here), and two of them give the same times and plan."""
+    from acir.passes.profile import ROOFLINE
+
+    from acir.ir.analyses import PLAN
+
+    m = copy.deepcopy(captured("resnet18"))
+    m.header.provenance.model = "<python:ResNet>"  # as acir.compile records it: no rebuild possible
+    probe = _profiled(m, "profile{method=analytic},liveness,keep-all").analyses[PLAN]
+    budget = (probe.floor_bytes + probe.no_ac_peak_bytes) // 2
+    a, b = (_profiled(m, f"profile{{method=analytic}},liveness,mutwo{{budget={budget}}}") for _ in range(2))
+    pa, pb = a.analyses[PROFILE], b.analyses[PROFILE]
+    assert pa == pb
+    assert (pa.method, pa.reps, pa.measured_peak_bytes, pa.malloc) == ("analytic", 0, 0, "")
+    assert pa.iteration_s == pytest.approx(sum(n.run_s for n in pa.nodes))
+    plan_a, plan_b = a.analyses[PLAN], b.analyses[PLAN]
+    assert plan_a.recomputed() and plan_a.tensors == plan_b.tensors
+    assert plan_a.profile == plan_b.profile and plan_a.profile.startswith("method=analytic reps=0 ")
+    assert a.header.pipeline[1] == "profile{method=analytic}"
+    # the roofline: a convolution is priced by its FLOPs (compute-bound), a view costs only the per-op overhead
+    flops_per_s, bytes_per_s, overhead_s = ROOFLINE["cpu"]
+    run = pa.run_s()
+    g = a.graph
+    conv = next(n for n in g.nodes if n.op == "aten.convolution.default")
+    moved = sum(g.values[v].nbytes for v in conv.input_ids() + conv.output_ids())
+    assert run[conv.id] > overhead_s + moved / bytes_per_s
+    view = next(n for n in g.nodes if n.op in ("aten.view.default", "aten.t.default"))
+    assert run[view.id] == overhead_s
