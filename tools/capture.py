@@ -52,15 +52,19 @@ def _parser():
     p.add_argument("-o", "--output", help="output file (default: stdout, when it is not a terminal)")
     p.add_argument("--emit", choices=("binary", "text"), default="binary", help="artifact form (default binary)")
     p.add_argument("--list-models", action="store_true", help="list the zoo and exit")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar on stderr (there is none unless stderr is a terminal)")
     return p
 
 
 def _body(args) -> int:
+    from acir import progress
     from acir.api import CaptureOptions, capture
     from acir.errors import CaptureError
     from acir.frontend.zoo import ZOO
     from acir.ir.artifact import write_path
 
+    progress.set_quiet(args.quiet)
     if args.list_models:
         for name, entry in ZOO.items():
             print(f"{name:12s} {entry.summary}")
@@ -68,30 +72,37 @@ def _body(args) -> int:
     if not args.model:
         raise CaptureError("no model given; name a zoo model (acir-capture --list-models) or path/to/file.py:make")
     t0 = time.perf_counter()
-    if sys.stderr.isatty():
-        print(f"capturing {args.model} (batch {args.batch_size}) ...", file=sys.stderr)
     if args.clip_grad_norm is not None and not (0 < args.clip_grad_norm < float("inf")):
         raise CaptureError(f"--clip-grad-norm must be a positive finite number, not {args.clip_grad_norm}")
     if args.accumulate < 1:
         raise CaptureError(f"--accumulate must be at least 1 micro-batch, not {args.accumulate}")
-    module = capture(CaptureOptions(args.model, args.batch_size, args.seq_len, args.image_size, args.optimizer,
-                                    args.lr, args.seed, args.device, args.schedule, args.clip_grad_norm,
-                                    args.accumulate))
-    seconds = time.perf_counter() - t0
     from acir.frontend.step import real_build
+    from acir.ir.verify import verify
     from acir.units import format_bytes
 
-    built = real_build(module)
-    if built is not None:
-        nbytes, why = built
-        print(f"acir-capture: {args.model} could not be built under fake tensors ({why}), so it was built for real: "
-              f"{format_bytes(nbytes)}{f' ({nbytes} bytes)' if nbytes >= 1024 else ''} of parameters and buffers "
-              "(recorded in the header)",
-              file=sys.stderr)
-    from acir.ir.verify import verify
-
-    verify(module)
-    write_path(module, args.output, args.emit)
+    # the phases, in a bar whose elapsed time moves while each runs (the trace reports nothing as it goes)
+    phases = ["build and trace the step (make_fx, fake tensors), import it, schedule the optimizer",
+              "verify (every node re-derived on meta tensors)", "write"]
+    what = f"acir-capture {args.model} batch {args.batch_size}"
+    with progress.bar(what, total=len(phases), unit="phase", bar_format="{desc} ({n}/{total} phases) [{elapsed}]") \
+            as b, progress.ticking(b):
+        b.set_description_str(f"{what}: {phases[0]}")
+        module = capture(CaptureOptions(args.model, args.batch_size, args.seq_len, args.image_size, args.optimizer,
+                                        args.lr, args.seed, args.device, args.schedule, args.clip_grad_norm,
+                                        args.accumulate))
+        seconds = time.perf_counter() - t0
+        built = real_build(module)
+        if built is not None:
+            nbytes, why = built
+            progress.write(f"acir-capture: {args.model} could not be built under fake tensors ({why}), so it was "
+                           f"built for real: {format_bytes(nbytes)}{f' ({nbytes} bytes)' if nbytes >= 1024 else ''} "
+                           "of parameters and buffers (recorded in the header)")
+        for phase, work in ((phases[1], lambda: verify(module)),
+                            (phases[2], lambda: write_path(module, args.output, args.emit))):
+            b.set_description_str(f"{what}: {phase}", refresh=False)
+            b.update(1)
+            work()
+        b.update(1)
     g = module.graph
     regions = {}
     for n in g.nodes:

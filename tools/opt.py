@@ -62,6 +62,8 @@ def make_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-passes", action="store_true", help="list the passes with their options and exit")
     p.add_argument("--reproducer", metavar="FILE",
                    help="if a pass fails, write the IR from before it (text) and the rest of the pipeline to FILE")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars on stderr (there are none unless stderr is a terminal)")
     return p
 
 
@@ -123,8 +125,10 @@ def build_passes(args: argparse.Namespace) -> list[Pass]:
 
 
 def _body(args: argparse.Namespace) -> int:
+    from acir import progress
     from acir.ir.artifact import read_path, write_path
 
+    progress.set_quiet(args.quiet)
     if args.list_passes:
         list_passes(sys.stdout)
         return 0

@@ -38,7 +38,6 @@ import gc
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -139,11 +138,14 @@ def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None,
 
     specs = config_specs(opts)
     results: list[Result] = []
+    total = len(opts.models) * len(opts.batch_sizes)
+    k = 0
     for model in opts.models:
         seq_len, image_size = zoo.effective_sizes(model, opts.seq_len, opts.image_size)
         for b in opts.batch_sizes:
+            k += 1
             w = Workload(model, b, seq_len, image_size, opts.optimizer, opts.lr, opts.seed, opts.device)
-            results += run_workload(w, specs, opts, log)
+            results += run_workload(w, specs, opts, log, position=f"{k}/{total}" if total > 1 else "")
             if done is not None:
                 done(results)
     return results
@@ -165,6 +167,20 @@ class _Session:
         self.losses: dict[str, Any] = {}
         self.builder: Builder | None = None
         self.built = 0
+        self.bar: Any = None  # the workload's progress bar (acir.progress), while it runs
+        self.steps = 1 + opts.warmup + 1 + opts.iters  # per configuration: build, warm-up, peak, timed rounds
+        self.taken: dict[str, int] = {}
+
+    def doing(self, what: str) -> None:
+        """Say on the bar what runs now (configuration, round)."""
+        if self.bar is not None:
+            self.bar.set_description_str(f"{self.tag}: {what}", refresh=True)
+
+    def done_one(self, name: str) -> None:
+        """Configuration ``name`` took one more step (or failed at it)."""
+        self.taken[name] = self.taken.get(name, 0) + 1
+        if self.bar is not None:
+            self.bar.update(1)
 
     def fail(self, name: str, e: BaseException) -> None:
         import torch
@@ -180,6 +196,9 @@ class _Session:
         else:
             r.reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         self.log(f"{self.tag}: {name} FAILED: {r.reason}")
+        if self.bar is not None:  # the steps it will not take (the one it failed at is counted after this)
+            self.bar.total -= max(0, self.steps - self.taken.get(name, 0) - 1)
+            self.bar.refresh()
         self.runners.pop(name, None)
         self.losses.pop(name, None)
         gc.collect()
@@ -206,27 +225,35 @@ class _Session:
 
 
 def run_workload(w: Workload, specs: list[ConfigSpec], opts: BenchOptions,
-                 log: Callable[[str], None] = lambda s: None) -> list[Result]:
+                 log: Callable[[str], None] = lambda s: None, position: str = "") -> list[Result]:
     """All ``specs`` on one workload (model and batch size): build, warm up, peaks, latencies, match.
 
     A configuration whose budget is another's measured peak (``=NAME``) is built once that
-    peak is measured, then takes the same warm-up and peak iterations the others took.
+    peak is measured, then takes the same warm-up and peak iterations the others took. A
+    progress bar on stderr (:mod:`acir.progress`) counts the builds and iterations and names
+    the configuration and round; ``position`` ("2/6") says which workload of the run this is.
     """
     import torch
 
+    from acir import progress
+
     s = _Session(w, specs, opts, log)
     first = [sp for sp in specs if not sp.matched]
-    _build(s, first)
-    _warm_up(s, [sp.name for sp in first])
-    _peaks(s, [sp.name for sp in first])
     matched = [sp for sp in specs if sp.matched]
-    if matched:
-        _build(s, matched)
-        _warm_up(s, [sp.name for sp in matched])
-        _peaks(s, [sp.name for sp in matched])
-    _latencies(s)
-    _match(s)
-    _changes(s)
+    label = f"acir-bench [{position}] {s.tag}" if position else f"acir-bench {s.tag}"
+    with progress.bar(label, total=len(specs) * s.steps, unit="step", leave=False) as s.bar:
+        _build(s, first)
+        _warm_up(s, [sp.name for sp in first])
+        _peaks(s, [sp.name for sp in first])
+        if matched:
+            _build(s, matched)
+            _warm_up(s, [sp.name for sp in matched])
+            _peaks(s, [sp.name for sp in matched])
+        _latencies(s)
+        s.doing("comparing states with noac")
+        _match(s)
+        _changes(s)
+    s.bar = None
     out = list(s.results.values())
     s.runners.clear()
     s.losses.clear()
@@ -258,11 +285,13 @@ def _build(s: _Session, specs: list[ConfigSpec]) -> None:
     for spec in specs:
         s.built += 1
         s.log(f"{s.tag}: [{s.built}/{len(s.results)}] building {spec.name}")
+        s.doing(f"building {spec.name} [{s.built}/{len(s.results)}]")
 
         def build(spec=spec):
             return timed_build(s.builder, spec, _matched_budget(s, spec) if spec.matched else "")
 
         built = s.guarded(spec.name, build)
+        s.done_one(spec.name)
         if built is None:
             continue
         runner, dt = built
@@ -295,7 +324,9 @@ def _warm_up(s: _Session, names: list[str]) -> None:
         for name in names:
             if name not in s.runners:
                 continue
+            s.doing(f"warm-up {it + 1}/{s.opts.warmup}, {name}")
             out = s.guarded(name, lambda r=s.runners[name]: _timed_step(s, r, it))
+            s.done_one(name)
             if out is not None:
                 s.losses[name] = out[0]
                 if it == 0:
@@ -312,7 +343,9 @@ def _peaks(s: _Session, names: list[str]) -> None:
             s.seed(s.opts.warmup)
             r.model.zero_grad(set_to_none=True)  # gradients left from the last eager step are not part of it
             return measure_peak(r, s.w.device, s.opts.allocator_peak)
+        s.doing(f"peak of {name}")
         out = s.guarded(name, one)
+        s.done_one(name)
         if out is not None:
             res = s.results[name]
             res.peak_bytes, loss, res.allocator_peak_bytes = out
@@ -329,7 +362,9 @@ def _latencies(s: _Session) -> None:
         rot = names[it % len(names):] + names[:it % len(names)] if names else []
         for name in rot:
             r = s.runners[name]
+            s.doing(f"timed round {it + 1}/{s.opts.iters}, {name}")
             out = s.guarded(name, lambda r=r: _timed_step(s, r, s.opts.warmup + 1 + it))
+            s.done_one(name)
             if out is not None:
                 s.losses[name] = out[0]
                 times[name].append(out[1])
@@ -474,8 +509,10 @@ def stderr_log(quiet: bool = False) -> Callable[[str], None]:
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
-        if not quiet:
-            print(f"acir-bench: [{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+        if not quiet:  # through acir.progress, so that a line does not tear the bars drawn under it
+            from acir import progress
+
+            progress.write(f"acir-bench: [{time.perf_counter() - t0:7.1f} s] {msg}")
 
     return log
 

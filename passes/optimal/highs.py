@@ -6,12 +6,13 @@ rowwise matrix, integrality, an incumbent through ``setSolution``), its statuses
 the few words the solver reports, and its banner. HiGHS prints that banner to C stdout
 once per process, at the first ``Highs()``, before any option can turn output off; when
 acir-opt writes the IR to stdout the banner would corrupt it, so the first construction
-runs with file descriptor 1 pointed at ``/dev/null``.
+runs with file descriptor 1 pointed at ``/dev/null``. A solve can report how it goes (its
+relative gap, through HiGHS's MIP-interrupt callback, where highspy has it) for the progress bar.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -67,12 +68,13 @@ def silent_highs():
 
 
 def solve_milp(m: RowwiseMilp, start: Sequence[float] | None, time_limit: float,
-               rel_gap: float) -> tuple[str, np.ndarray | None, float]:
+               rel_gap: float, on_gap: Callable[[float], None] | None = None) -> tuple[str, np.ndarray | None, float]:
     """Solve ``m`` (minimising) from the incumbent ``start``, if any, within ``time_limit`` seconds.
 
     Returns (status, column values or None, HiGHS's dual bound). The status is "optimal",
     "infeasible", "time limit" or HiGHS's own words; the values are there whenever HiGHS
-    has a feasible solution, optimal or not.
+    has a feasible solution, optimal or not. ``on_gap(gap)`` is called as the search goes
+    with HiGHS's relative gap (inf before an incumbent), from the solver's thread.
     """
     import highspy
 
@@ -101,6 +103,9 @@ def solve_milp(m: RowwiseMilp, start: Sequence[float] | None, time_limit: float,
         sol = highspy.HighsSolution()
         sol.col_value = start
         h.setSolution(sol)
+    event = getattr(h, "cbMipInterrupt", None)  # highspy's callback events (not in the oldest releases)
+    if on_gap is not None and event is not None:
+        event.subscribe(lambda e: on_gap(float(e.data_out.mip_gap)))
     h.run()
     ms = h.getModelStatus()
     kind = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kInfeasible: "infeasible",

@@ -76,6 +76,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from acir.passes.optimal.highs import solve_milp
 
+from acir import progress
 from acir.analysis.problem import Evaluation, Problem, evaluate
 
 __all__ = ["OptimalSolution", "solve"]
@@ -360,45 +361,61 @@ def solve(problem: Problem, budget: int, warm_starts: Sequence[Iterable[int]] = 
     status = "not solved"
     stats: dict[str, int] = {}
     rounds = 0
-    while rounds < max_rounds:
-        left = time_limit_s - (time.perf_counter() - t0)
-        if left <= 0:
-            status = "time limit"
-            break
-        m = _build(st, reach, model_budget, unit, tscale)
-        exact_budget = model_budget == budget
-        stats = {"binaries": len(m.x), "cascade_terms": len(m.w), "columns": len(m.cost), "rows": len(m.row_lo),
-                 "nonzeros": len(m.index)}
-        if m.infeasible:  # proven when the model is the relaxation at the real budget
-            status = "infeasible" if exact_budget and best is None else "round limit"
-            break
-        start = _start(st, m, reach, set(best[1]), unit) if best is not None else None
-        hs, x, dual = solve_milp(m, start, left, rel_gap)
-        rounds += 1
-        if hs == "infeasible":
-            status = "infeasible" if exact_budget and best is None else "round limit"
-            break
-        if exact_budget and dual is not None and math.isfinite(dual):
-            bound = max(bound, dual / tscale)
-        if x is None:
-            status = "time limit" if hs == "time limit" else f"not solved ({hs})"
-            break
-        chosen = {i for i in st.allowed if x[m.x[i]] > 0.5}
-        ev = consider(chosen, "milp")
-        assert ev is not None
-        missing = [(h, j) for h in sorted({p.hi[i] for i in chosen})
-                   for j in st.members(h, chosen) if j not in reach[h]]
-        if not missing and ev.peak <= budget:
-            status = hs  # exact on this plan: optimal when HiGHS says so
-            break
-        if hs == "time limit":
-            status = "time limit"
-            break
-        if missing:
-            for h, j in missing[:limit]:  # breadth first: a source's reader comes before it
-                reach[h].add(j)
+    # the bar: seconds spent against the time limit, the round, HiGHS's gap on the current round's model
+    shown = {"round": 1, "gap": math.inf}
+
+    def show(refresh: bool = False) -> None:
+        gap = "no plan yet" if not math.isfinite(shown["gap"]) else f"HiGHS gap {100 * shown['gap']:.2f}%"
+        b.set_description_str(f"optimal: round {shown['round']}, {gap}", refresh=refresh)
+
+    def on_gap(gap: float) -> None:
+        shown["gap"] = gap
+        show()
+
+    with progress.bar("optimal", total=max(time_limit_s, 0.01), unit="s",
+                      bar_format="{desc} |{bar}| {n:.1f}/{total:.0f} s time limit") as b, \
+            progress.ticking(b, at=lambda: min(time.perf_counter() - t0, b.total)):
+        while rounds < max_rounds:
+            left = time_limit_s - (time.perf_counter() - t0)
+            if left <= 0:
+                status = "time limit"
+                break
+            shown["round"] = rounds + 1
+            show(refresh=True)
+            m = _build(st, reach, model_budget, unit, tscale)
+            exact_budget = model_budget == budget
+            stats = {"binaries": len(m.x), "cascade_terms": len(m.w), "columns": len(m.cost),
+                     "rows": len(m.row_lo), "nonzeros": len(m.index)}
+            if m.infeasible:  # proven when the model is the relaxation at the real budget
+                status = "infeasible" if exact_budget and best is None else "round limit"
+                break
+            start = _start(st, m, reach, set(best[1]), unit) if best is not None else None
+            hs, x, dual = solve_milp(m, start, left, rel_gap, on_gap if progress.enabled() else None)
+            rounds += 1
+            if hs == "infeasible":
+                status = "infeasible" if exact_budget and best is None else "round limit"
+                break
+            if exact_budget and dual is not None and math.isfinite(dual):
+                bound = max(bound, dual / tscale)
+            if x is None:
+                status = "time limit" if hs == "time limit" else f"not solved ({hs})"
+                break
+            chosen = {i for i in st.allowed if x[m.x[i]] > 0.5}
+            ev = consider(chosen, "milp")
+            assert ev is not None
+            missing = [(h, j) for h in sorted({p.hi[i] for i in chosen})
+                       for j in st.members(h, chosen) if j not in reach[h]]
+            if not missing and ev.peak <= budget:
+                status = hs  # exact on this plan: optimal when HiGHS says so
+                break
+            if hs == "time limit":
+                status = "time limit"
+                break
+            if missing:
+                for h, j in missing[:limit]:  # breadth first: a source's reader comes before it
+                    reach[h].add(j)
+            else:
+                model_budget -= ev.peak - budget  # float tolerance: nothing left to model
         else:
-            model_budget -= ev.peak - budget  # float tolerance: nothing left to model
-    else:
-        status = "round limit"
+            status = "round limit"
     return result(status, bound, rounds, stats)
