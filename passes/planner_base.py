@@ -46,14 +46,14 @@ def resolve_budget(text: str, problem: Problem, no_ac_peak: int = 0) -> int:
 
 
 def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, floor: FloorFn = known_floor,
-                require_budget: bool = True) -> PassResult:
+                require_budget: bool = True, cands=None) -> PassResult:
     """Plan ``module`` with ``solve`` and write the ``plan`` analysis block; ``floor`` gives the
     smallest reachable peak the plan records and an infeasible budget's error states."""
     from acir.analysis.candidates import build
     from acir.errors import InfeasibleBudget, PassFailed
     from acir.ir import analyses
 
-    cands = build(module)
+    cands = build(module) if cands is None else cands
     p = cands.problem
     if not budget_text and require_budget:
         raise PassFailed(f"{pass_.name} needs a budget, e.g. {pass_.name}{{budget=60%}} or {pass_.name}{{budget=3GiB}}")

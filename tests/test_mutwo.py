@@ -97,12 +97,14 @@ def test_solution_properties(p: Problem, frac: float) -> None:
     lb = lower_bound(p)
     budget = lb + int(frac * (p.no_ac_peak - lb))
     s = solve(p, budget)
-    ev = evaluate(p, s.chosen)
+    ev = evaluate(p, s.chosen, s.retained)
     assert s.evaluation == ev
-    assert len(set(s.chosen)) == len(s.chosen)
+    assert len(set(s.chosen)) == len(s.chosen) and set(s.retained) <= set(s.chosen)
     assert all(p.allowed[i] for i in s.chosen)                       # (3) never a kept candidate
     assert s.feasible == (ev.peak <= budget)                          # (1) feasible means within budget
-    if s.chosen:
+    if s.retained:                                                    # retaining only ever saves replays
+        assert ev.recompute_s < evaluate(p, s.chosen).recompute_s or evaluate(p, s.chosen).peak > budget
+    elif s.chosen:
         before = evaluate(p, s.chosen[:-1]).peak
         if s.feasible:
             assert before > budget                                    # (2) stops at the first pick that fits

@@ -277,19 +277,27 @@ def test_optimal_pass_on_the_chain():
     The peak, 266244 bytes, is at rank 11 (the first threshold_backward); to reach 220000,
     46244 bytes must go there, two activations idle at 11: r1 [3, 16), r2 [5, 14) or
     r3 [7, 12) (r4's window [9, 11) has ended). r1+r2: 3 + 7 ms, plus r1 replayed inside r2's
-    replay at rank 14 (r1 is recomputed and still idle then) = 13 ms. r1+r3: 3 + 11 = 14 ms
-    (r3's source r2 is kept). r2+r3: 7 + 11 + 7 = 25 ms. So {r1, r2} at 13 ms; its highest
-    point is that replay before rank 14: 177156 - 65536 + r2 32768 + r1 32768 held + r2's
-    conv output 32768 = 209924.
+    replay at rank 14 (r1 is recomputed and still idle then) = 13 ms, when r1 is replayed
+    there and again at its own use (rank 16), its highest point that replay before rank 14:
+    177156 - 65536 + r2 32768 + r1 32768 held + r2's conv output 32768 = 209924. Retained, r1
+    is replayed once, at rank 14, and held from there to rank 16: 3 + 7 = 10 ms, at a peak of
+    219140 — within the budget, so that is the optimum (a plan outside the MILP's cascading
+    model, whose gap therefore says nothing: -1). r1+r3: 3 + 11 = 14 ms (r3's source r2 is
+    kept). r2+r3: 7 + 11 + 7 = 25 ms.
     """
     m = plan_with("liveness,optimal{budget=220000}")
     plan = m.analyses[PLAN]
     assert plan.planner == "optimal{budget=220000}" and plan.budget_bytes == 220000
     assert [t.storage for t in plan.recomputed()] == [6, 8]
-    assert plan.predicted_peak_bytes == 209924 and plan.no_ac_peak_bytes == 266244
-    assert plan.predicted_recompute_s == pytest.approx(0.013)
-    assert plan.optimality_gap == 0.0
-    assert [t.recompute_count for t in plan.tensors[:2]] == [2, 1]
+    assert [(t.recompute_count, t.retained) for t in plan.tensors[:2]] == [(1, True), (1, False)]
+    assert plan.predicted_peak_bytes == 219140 and plan.no_ac_peak_bytes == 266244
+    assert plan.predicted_recompute_s == pytest.approx(0.010)
+    assert plan.optimality_gap == -1.0
+    # within a budget the retained plan does not fit, the cascading optimum it was: {r1, r2} at 13 ms
+    tight = plan_with("liveness,optimal{budget=215000}").analyses[PLAN]
+    assert [(t.recompute_count, t.retained) for t in tight.tensors[:2]] == [(2, False), (1, False)]
+    assert tight.predicted_peak_bytes == 209924 and tight.predicted_recompute_s == pytest.approx(0.013)
+    assert tight.optimality_gap == 0.0
 
 
 def test_golden_optimal():

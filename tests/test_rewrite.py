@@ -55,11 +55,13 @@ def measured_peak(module) -> int:
     return measure_peak(lambda: step(batch), step.inputs(batch))
 
 
-def with_plan(module, recompute: set[int]):
-    """``module`` (profiled, with liveness) with a plan that recomputes exactly the storages ``recompute``."""
+def with_plan(module, recompute: set[int], retain: set[int] = frozenset()):
+    """``module`` (profiled, with liveness) with a plan that recomputes exactly the storages ``recompute``
+    (retaining those in ``retain``)."""
     m = run(module, "keep-all")
     for t in m.analyses[PLAN].tensors:
         t.decision = Decision.RECOMPUTE if t.storage in recompute else Decision.KEEP
+        t.retained = t.storage in recompute and t.storage in retain
     return m
 
 
@@ -158,12 +160,16 @@ def test_any_allowed_plan_is_bit_identical(profiled_user, data):
     cands = build(profiled_user)
     allowed = [i for i in range(cands.problem.n_candidates) if cands.problem.allowed[i]]
     chosen = data.draw(st.lists(st.sampled_from(allowed), min_size=1, unique=True))
-    m = with_plan(profiled_user, {cands.storages[i] for i in chosen})
+    retained = data.draw(st.sets(st.sampled_from(chosen)))
+    m = with_plan(profiled_user, {cands.storages[i] for i in chosen}, {cands.storages[i] for i in retained})
     after = run(m, "rewrite")
     assert check(after).ok
     sim = after.analyses[LIVENESS].simulated_peak_bytes
     assert measured_peak(after) == sim
-    assert sim <= evaluate(cands.problem, chosen).peak
+    assert sim <= evaluate(cands.problem, chosen, retained).peak
+    copies = sum(n.recompute_of is not None for n in after.graph.nodes)
+    assert copies <= sum(len(cands.chains[i]) * n for i, n in enumerate(evaluate(cands.problem, chosen,
+                                                                                  retained).counts))
 
 
 # -- hazards: each test fails when its handling is removed ---------------------------------------

@@ -255,3 +255,32 @@ def _schema_args(op: str):
     from acir.ir.ops import resolve_op
 
     return resolve_op(op)._schema.arguments
+
+
+def block_paths(g: Graph) -> list[str]:
+    """The outermost repeated blocks of the model, as module paths, found as acir-bench finds
+    them on the model: the indexed children (``layer1.0``, ``encoder.layer.3``) of a container
+    that has at least two of them with submodules of their own, from the module paths of the
+    forward nodes (a lone ``Linear`` in a list is not a block)."""
+    kids: dict[str, set[str]] = {}
+    for n in g.nodes:
+        if n.region is not Region.FORWARD or not n.module:
+            continue
+        parts = n.module.split(".")
+        for k in range(len(parts) - 1):  # an indexed child with something under it
+            if parts[k].isdigit():
+                kids.setdefault(".".join(parts[:k]), set()).add(parts[k])
+    blocks = {f"{parent}.{k}" if parent else k for parent, ks in kids.items() if len(ks) >= 2 for k in ks}
+    return sorted((b for b in blocks if not any(b.startswith(o + ".") for o in blocks)),
+                  key=lambda b: [int(x) if x.isdigit() else x for x in b.split(".")])
+
+
+def candidate_blocks(cands: Candidates, blocks: list[str]) -> list[int]:
+    """Per candidate, the index in ``blocks`` of the block whose forward made it (-1: none)."""
+    g = cands.graph
+    nodes = g.nodes
+    out = []
+    for chain in cands.chains:
+        path = nodes[chain[-1]].module if chain else ""
+        out.append(next((k for k, b in enumerate(blocks) if path == b or path.startswith(b + ".")), -1))
+    return out

@@ -17,9 +17,11 @@ from acir.pipeline.syntax import PassSpec, parse_pipeline
 
 #: Pipeline name -> "module:Class".
 PASSES: dict[str, str] = {
+    "block-checkpoint": "acir.passes.block_checkpoint:BlockCheckpoint",
     "chen-sqrt": "acir.passes.chen_sqrt:ChenSqrt",
     "dce": "acir.passes.dce:DeadCodeElimination",
     "ddp": "acir.passes.ddp:DataParallel",
+    "fsdp": "acir.passes.fsdp:ShardedDataParallel",
     "interleave-optimizer": "acir.passes.interleave_optimizer:InterleaveOptimizer",
     "keep-all": "acir.passes.keep_all:KeepAll",
     "liveness": "acir.passes.liveness:Liveness",

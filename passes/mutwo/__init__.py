@@ -18,12 +18,21 @@ from acir.pipeline.pass_base import Pass, PassResult
 __all__ = ["MuTwo"]
 
 
-def _solve(problem: Problem, budget_bytes: int):
+def _solve(problem: Problem, budget_bytes: int, starts=()):
     from acir.passes.mutwo.solver import solve
     from acir.passes.planner_base import PlannerResult
 
-    s = solve(problem, budget_bytes)
-    return PlannerResult(chosen=s.chosen, feasible=s.feasible, srcs=s.srcs, recompute_times=s.recompute_times)
+    s = solve(problem, budget_bytes, starts=starts)
+    return PlannerResult(chosen=s.chosen, feasible=s.feasible, srcs=s.srcs, recompute_times=s.recompute_times,
+                         retained=s.retained)
+
+
+def block_start(cands) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Checkpointing every block, as a start for a planner (none when the model has no blocks)."""
+    from acir.passes.block_checkpoint import block_plan
+
+    chosen, _ = block_plan(cands)
+    return [(chosen, chosen)] if chosen else []
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,10 @@ class MuTwo(Pass):
     Candidates are taken by bytes freed per second of replay (Purandare et al., MLSys 2023,
     Appendix A), among those whose idle window can lower the current simulated peak, with
     Capuchin's bookkeeping of recompute sources and counts; it stops as soon as the
-    predicted peak is within ``budget``. Writes the ``plan`` analysis; the graph is not
-    changed. A budget it cannot reach is an error that states the lowest reachable peak.
+    predicted peak is within ``budget``, then cleans the plan up, retains what is replayed
+    more than once where that pays, and keeps checkpointing every block instead when that
+    fits and costs less. Writes the ``plan`` analysis; the graph is not changed. A budget
+    it cannot reach is an error that states the lowest reachable peak.
     """
 
     name = "mutwo"
@@ -49,4 +60,9 @@ class MuTwo(Pass):
         from acir.passes.mutwo.solver import reachable_floor
         from acir.passes.planner_base import run_planner
 
-        return run_planner(module, self, self.budget, _solve, reachable_floor)
+        from acir.analysis.candidates import build
+
+        cands = build(module)
+        starts = block_start(cands)
+        return run_planner(module, self, self.budget, lambda p, b: _solve(p, b, starts), reachable_floor,
+                           cands=cands)

@@ -99,6 +99,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -133,6 +134,7 @@ class Tuning:
     repair_moves: int = 12     # ruin-and-recreate moves: each one reruns the effective greedy and a prune
     width: int = 32            # candidates the effective greedy prices exactly per pick, best ratio first: its cost
     slack: float = 1.1         # effective greedy gives up past this × the best plan's time (its picks only add time)
+    retain_evals: int = 300    # plans priced by the retention phase: one per chosen candidate recomputed more than once
 
 
 DEFAULT = Tuning()
@@ -148,6 +150,7 @@ class Solution:
     recompute_times: tuple[float, ...]      # per candidate: recomp_time when it stopped
     srcs: tuple[tuple[int, ...], ...]       # per candidate: recompute sources when it stopped
     refined: str = ""                       # "" = the greedy's picks as they are; else the clean-up that won
+    retained: tuple[int, ...] = ()          # chosen candidates recomputed once, at their first need, and kept
 
 
 class _Memory:
@@ -413,7 +416,8 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
     return chosen
 
 
-def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = DEFAULT) -> Solution:
+def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = DEFAULT,
+          starts: Sequence[tuple[Sequence[int], Sequence[int]]] = ()) -> Solution:
     """μ-TWO's recomputation plan for ``problem`` within ``budget`` bytes (see the module docstring).
 
     The phases, in order: the **greedy** loop (the paper's, with its peak filter; when it
@@ -425,6 +429,10 @@ def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = D
     too; **swap** then trades single picks of the best plan for cheaper ones, and
     **repair** ruins and recreates it one pick at a time. Every plan is judged by
     ``evaluate``; the cheapest feasible one wins, and ``Solution.refined`` says which.
+    Last, **retain** (:func:`_retain`) lets the winner recompute a candidate once, at its first
+    need, wherever that removes more replays than the memory it holds costs. ``starts`` are
+    plans from elsewhere (chosen, retained: a checkpointed block's schedule) that are priced
+    and kept when they fit and cost less, so μ-TWO is never worse than them.
     ``tuning`` bounds the clean-up's work (:class:`Tuning`).
     """
     g, feasible, rounds, best_len = _run(problem, budget, None)
@@ -437,7 +445,7 @@ def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = D
                       counts=tuple(g.cnt), recompute_times=tuple(g.time),
                       srcs=tuple(tuple(sorted(s)) for s in g.srcs))
     if not (refine and greedy.feasible):
-        return greedy
+        return _best_start(problem, budget, starts, greedy) if refine else greedy
     best = greedy
 
     def consider(name: str, picks: list[int]) -> None:
@@ -456,7 +464,51 @@ def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = D
         consider("effective greedy, pruned", prune(alt))
     consider(f"{best.refined or 'greedy'}, swapped", _swap(problem, budget, list(best.chosen), tuning))
     consider(f"{best.refined or 'greedy'}, repaired", _repair(problem, budget, list(best.chosen), tuning))
+    best = _best_start(problem, budget, starts, best)
+    retained, e = _retain(problem, budget, best.chosen, best.retained, tuning.retain_evals)
+    if e.recompute_s < best.evaluation.recompute_s - _WINS_S:
+        best = Solution(chosen=best.chosen, evaluation=e, feasible=True, iterations=rounds, counts=e.counts,
+                        recompute_times=problem.times, srcs=problem.srcs,
+                        refined=f"{best.refined or 'greedy'}, retained", retained=retained)
     return best
+
+
+def _best_start(p: Problem, budget: int, starts, best: Solution) -> Solution:
+    """``best``, or a start that fits the budget and costs less (or fits where ``best`` does not)."""
+    for k, (chosen, retained) in enumerate(starts):
+        e = evaluate(p, chosen, retained)
+        if e.peak <= budget and (not best.feasible or e.recompute_s < best.evaluation.recompute_s - _WINS_S):
+            best = Solution(chosen=tuple(chosen), evaluation=e, feasible=True, iterations=best.iterations,
+                            counts=e.counts, recompute_times=p.times, srcs=p.srcs, refined=f"start {k}",
+                            retained=tuple(retained))
+    return best
+
+
+def _retain(p: Problem, budget: int, chosen: Sequence[int], retained: Sequence[int],
+            max_evals: int) -> tuple[tuple[int, ...], Evaluation]:
+    """Retain chosen candidates that are recomputed more than once, the one wasting the most time
+    first, wherever the plan stays within the budget and gets cheaper: a retained candidate is
+    recomputed once, at its first need, and held from there (its cascade gone, its bytes back
+    early). Every change is priced by ``evaluate``; at most ``max_evals`` of them."""
+    keep = set(retained)
+    best = evaluate(p, chosen, keep)
+    evals = 0
+    improved = True
+    while improved and evals < max_evals:
+        improved = False
+        waste = sorted((c for c in chosen if c not in keep and best.counts[c] > 1),
+                       key=lambda c: (-(best.counts[c] - 1) * p.times[c], c))
+        for c in waste:
+            if evals >= max_evals:
+                break
+            evals += 1
+            e = evaluate(p, chosen, keep | {c})
+            if e.peak <= budget and e.recompute_s < best.recompute_s - _WINS_S:
+                keep.add(c)
+                best = e
+                improved = True
+                break
+    return tuple(sorted(keep)), best
 
 
 def _repair(p: Problem, budget: int, chosen: list[int], tuning: Tuning = DEFAULT) -> list[int]:

@@ -62,14 +62,30 @@ class Optimal(Pass):
                                                       "min": 0, "finite": True})
 
     def run(self, module: Module) -> PassResult:
+        from acir.passes.mutwo import block_start
         from acir.passes.mutwo.solver import reachable_floor  # the warm start's planner knows it
         from acir.passes.planner_base import run_planner
 
-        return run_planner(module, self, self.budget, self._solve, reachable_floor)
+        from acir.analysis.candidates import build
 
-    def _solve(self, problem: Problem, budget: int):
+        cands = build(module)
+        starts = block_start(cands)
+        return run_planner(module, self, self.budget, lambda p, b: self._solve(p, b, starts), reachable_floor,
+                           cands=cands)
+
+    def _solve(self, problem: Problem, budget: int, starts=()):
+        from acir.passes.mutwo.solver import solve as mutwo
         from acir.passes.optimal.solver import solve
         from acir.passes.planner_base import PlannerResult
 
         s = solve(problem, budget, warm_starts(problem, budget), time_limit_s=self.time_limit)
-        return PlannerResult(s.chosen, s.feasible, srcs=None, recompute_times=None, optimality_gap=s.mip_gap)
+        best = PlannerResult(s.chosen, s.feasible, srcs=None, recompute_times=None, optimality_gap=s.mip_gap)
+        # plans that retain (a checkpointed block's schedule, μ-TWO's retained plan) are outside the MILP's
+        # model: when one fits and costs less, it is the answer, and the MILP's gap says nothing about it (-1)
+        best_s = evaluate(problem, s.chosen).recompute_s if s.feasible else float("inf")
+        m = mutwo(problem, budget, starts=starts)
+        for chosen, retained in list(starts) + ([(m.chosen, m.retained)] if m.feasible and m.retained else []):
+            e = evaluate(problem, chosen, retained)
+            if e.peak <= budget and e.recompute_s < best_s:
+                best, best_s = PlannerResult(tuple(chosen), True, retained=tuple(retained)), e.recompute_s
+        return best
