@@ -18,7 +18,6 @@ from acir.passes.mutwo.solver import (
     Solution,
     _effective_greedy,
     _Greedy,
-    _Memory,
     _prune,
     solve,
 )
@@ -133,7 +132,7 @@ def test_every_pick_can_lower_the_peak_it_was_made_at(p: Problem) -> None:
 def test_incremental_peak_equals_evaluate(p: Problem, rnd: random.Random) -> None:
     order = [i for i in range(p.n_candidates) if p.allowed[i]]
     rnd.shuffle(order)
-    mem = _Memory(p)
+    mem = PlanState(p)  # what the greedy loop runs on
     assert mem.peak()[0] == evaluate(p, []).peak
     for m, c in enumerate(order):
         mem.add(c)

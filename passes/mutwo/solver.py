@@ -46,14 +46,13 @@ could in odd cases lower it. When no candidate passes the filter the loop stops,
 the budget infeasible and returns the prefix of its picks with the lowest peak.
 
 The stopping test is the shared evaluator's peak (:func:`acir.analysis.problem.evaluate`),
-which all planners are judged by. Calling it every round would be quadratic, so
-:class:`_Memory` keeps the same numbers incrementally: the per-rank savings in numpy
-arrays (each pick subtracts its size over its window), and the recomputation spike of each
-rank where something is recomputed, redone only where the new pick can appear (its own
-first backward use, and those of chosen recomputations that read it, directly or through
-other dead sources). The final peak is checked against ``evaluate`` and the tests check
-it on every prefix. Candidates are indexed by source, so each round's bookkeeping touches
-only the candidates that read the pick, and eligibility is a vectorised window test.
+which all planners are judged by. Calling it every round would be quadratic, so the loop
+runs on :class:`acir.analysis.plan_delta.PlanState`, the same model kept incrementally (the
+one the clean-up prices with): one schedule model, written once in
+:mod:`acir.analysis.problem` and kept incrementally in one place. The final peak is
+checked against ``evaluate`` and the tests check it on every prefix. Candidates are
+indexed by source, so each round's bookkeeping touches only the candidates that read the
+pick, and eligibility is a vectorised window test.
 
 The phases
 ----------
@@ -97,7 +96,6 @@ plans it returns are judged by ``evaluate`` itself.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -109,8 +107,6 @@ from acir.analysis.problem import (
     Problem,
     evaluate,
     known_floor,
-    recompute_set,
-    spike_height,
 )
 
 __all__ = ["DEFAULT", "Solution", "Tuning", "reachable_floor", "solve"]
@@ -153,75 +149,13 @@ class Solution:
     retained: tuple[int, ...] = ()          # chosen candidates recomputed once, at their first need, and kept
 
 
-class _Memory:
-    """The evaluator's peak, kept up to date as candidates are added one at a time."""
-
-    def __init__(self, p: Problem) -> None:
-        self.p = p
-        n = len(p.base_live)
-        self.n = n
-        self.live = np.asarray(p.base_live, dtype=np.int64).copy()
-        # before[h]: memory a recomputation spike before node h sits on (after[h-1]; persistent for h = 0)
-        self.before = np.concatenate(([p.persistent], np.asarray(p.base_after, dtype=np.int64)))
-        self.chosen: set[int] = set()
-        self.groups: dict[int, list[int]] = {}      # rank h -> chosen candidates recomputed before h, sorted
-        self.top = np.zeros(n + 1, dtype=np.int64)  # rank h -> the spike's height above after[h-1]
-        self.group_ranks = np.zeros(0, dtype=np.int64)  # the keys of ``groups``, sorted
-        self.readers: list[list[int]] = [[] for _ in range(p.n_candidates)]  # j -> candidates whose srcs hold j
-        for i, ss in enumerate(p.srcs):
-            for j in ss:
-                self.readers[j].append(i)
-
-    def _spike(self, h: int) -> int:
-        return spike_height(self.p, recompute_set(self.p, h, self.groups[h], self.chosen))
-
-    def add(self, c: int) -> None:
-        p = self.p
-        self.chosen.add(c)
-        lo, hi = p.lo[c], p.hi[c]
-        if lo < hi:
-            self.live[lo:hi] -= p.sizes[c]
-            self.before[lo + 1:hi + 1] -= p.sizes[c]
-        if hi not in self.groups:
-            self.group_ranks = np.sort(np.append(self.group_ranks, hi))
-        bisect.insort(self.groups.setdefault(hi, []), c)
-        # c can appear in the spikes of chosen recomputations that read it through chosen sources
-        ranks = {hi}
-        seen = {c}
-        todo = [c]
-        while todo:
-            for r in self.readers[todo.pop()]:
-                if r in self.chosen and r not in seen:
-                    seen.add(r)
-                    todo.append(r)
-                    if lo <= p.hi[r] < hi:
-                        ranks.add(p.hi[r])
-        for h in ranks:
-            self.top[h] = self._spike(h)
-
-    def peak(self) -> tuple[int, int, bool]:
-        """(peak, rank, is_spike), with the evaluator's peak value."""
-        if self.n == 0:
-            best, rank = self.p.persistent, -1
-        else:
-            rank = int(np.argmax(self.live))
-            best = int(self.live[rank])
-        hs = self.group_ranks
-        if hs.size:
-            spikes = self.before[hs] + self.top[hs]
-            k = int(np.argmax(spikes))
-            if int(spikes[k]) > best:
-                return int(spikes[k]), int(hs[k]), True
-        return best, rank, False
-
-
 class _Greedy:
     """The state of μ-TWO's loop: the memory model plus the paper's per-candidate bookkeeping."""
 
     def __init__(self, p: Problem) -> None:
         k = p.n_candidates
         self.p = p
-        self.mem = _Memory(p)
+        self.mem = PlanState(p)  # the shared evaluator, kept incrementally (acir.analysis.plan_delta)
         self.lo = np.asarray(p.lo, dtype=np.int64)
         self.hi = np.asarray(p.hi, dtype=np.int64)
         self.sizes = np.asarray(p.sizes, dtype=np.float64)
