@@ -193,7 +193,7 @@ def input_tensors(module: Module, model, opt, batch, constants: dict | None = No
         if t is None:
             raise RunError(f"graph input {inp.name!r} ({inp.kind.name.lower()}) has no matching tensor in the "
                            "model, optimizer or batch given; was the artifact captured from this model?")
-        out.append(t)
+        out.append(getattr(t, "_local_tensor", t))  # a sharded (DTensor) parameter or state: its local shard
     return out
 
 
