@@ -62,3 +62,24 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse
         print(f"{prog}: error: internal error: {type(e).__name__}: {e} (run with --traceback for the stack)",
               file=sys.stderr)
         return 1
+
+
+def add_rederive_flags(p: argparse.ArgumentParser) -> None:
+    """--rederive / --no-rederive: whether the verifier re-derives every node's outputs on meta tensors."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rederive", action="store_true",
+                   help="re-derive every node's output shapes, strides and storages on meta tensors also for a binary "
+                        "artifact (always done for the text form, where a hand edit can lie; costs a few seconds)")
+    g.add_argument("--no-rederive", action="store_true",
+                   help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
+
+
+def rederive_for(args: argparse.Namespace, module) -> bool:
+    """Re-derive for the text form (hand-edited, so it can lie about sizes) unless told not to, and for a
+    binary artifact (written by acir, its bytes checked by their checksum) only when asked: re-derivation
+    loads torch's meta kernels, which costs seconds."""
+    from acir.ir.text_parse import source_map
+
+    if getattr(args, "no_rederive", False):
+        return False
+    return bool(getattr(args, "rederive", False)) or source_map(module) is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from acir.tools._cli import make_parser, run_cli
+from acir.tools._cli import add_rederive_flags, make_parser, rederive_for, run_cli
 
 EPILOG = """\
 examples:
@@ -24,7 +24,7 @@ def _body(args) -> int:
     from acir.runtime.lower import python_source
 
     module = read_path(args.file)
-    verify(module, rederive=not args.no_rederive)
+    verify(module, rederive=rederive_for(args, module))
     src = python_source(module)
     if args.output in (None, "-"):
         sys.stdout.write(src)
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                     "Python source.", EPILOG)
     p.add_argument("file", nargs="?", default="-", help="artifact (binary or text); default: stdin")
     p.add_argument("-o", "--output", help="output .py file (default stdout)")
-    p.add_argument("--no-rederive", action="store_true",
-                   help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
+    add_rederive_flags(p)
     return run_cli("acir-lower", p, _body, argv)
 
 

@@ -11,7 +11,7 @@ import shlex
 import sys
 from typing import TextIO
 
-from acir.tools._cli import make_parser, run_cli
+from acir.tools._cli import add_rederive_flags, make_parser, rederive_for, run_cli
 
 from acir.errors import AcirError, SerdeError
 from acir.ir.graph import Module
@@ -53,8 +53,7 @@ def make_arg_parser() -> argparse.ArgumentParser:
                    help="output form (default: binary); onnx: the annotated graph as an ONNX model to browse "
                         "in Netron, not read back by any tool (docs/onnx.md)")
     p.add_argument("--no-verify", action="store_true", help="do not verify the IR before and between passes")
-    p.add_argument("--no-rederive", action="store_true",
-                   help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
+    add_rederive_flags(p)
     p.add_argument("--print-ir-after-all", action="store_true", help="print the text IR after every pass to stderr")
     p.add_argument("--print-ir-after-change", action="store_true",
                    help="print the text IR to stderr after each pass that changed the graph")
@@ -138,7 +137,7 @@ def _body(args: argparse.Namespace) -> int:
     if args.output in (None, "-") and args.emit == "onnx" and sys.stdout.isatty():
         raise SerdeError("refusing to write an ONNX model (binary) to a terminal; use -o FILE.onnx or a pipe")
     module = read_path(args.input)
-    pm = PassManager(passes, verify=not args.no_verify, rederive=not args.no_rederive,
+    pm = PassManager(passes, verify=not args.no_verify, rederive=rederive_for(args, module),
                      print_ir_after_all=sys.stderr if args.print_ir_after_all else None,
                      print_ir_after_change=sys.stderr if args.print_ir_after_change else None,
                      time_passes=args.time_passes, keep_reproducer=args.reproducer is not None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from acir.tools._cli import make_parser, run_cli
+from acir.tools._cli import add_rederive_flags, make_parser, rederive_for, run_cli
 
 from acir.ir.analyses import LIVENESS, PLAN
 
@@ -49,8 +49,7 @@ def _parser():
     p.add_argument("--model",
                    help="rebuild from this model spec instead of the recorded one (e.g. a moved file.py:make)")
     p.add_argument("--seed", type=int, default=1234, help="RNG seed set right before each checked step (default 1234)")
-    p.add_argument("--no-rederive", action="store_true",
-                   help="verify without re-deriving each node's output shapes, strides and storages on meta tensors")
+    add_rederive_flags(p)
     p.add_argument("--malloc", default="heap-retained", choices=("heap-retained", "default"),
                    help="--measure on CPU: keep freed memory in the heap (default), or glibc's default behaviour")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars on stderr")
@@ -79,7 +78,7 @@ def _body(args) -> int:
 
         use_malloc(args.malloc)  # before any tensor of the step exists
     module = read_path(args.file)
-    verify(module, rederive=not args.no_rederive)
+    verify(module, rederive=rederive_for(args, module))
     prov = provenance_for(module, args.model)
     if prov.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("the artifact was captured for CUDA, but torch sees no CUDA device here")
@@ -123,7 +122,7 @@ def _run(args, module, prov, how: str) -> int:
     other = other_gm = None
     if args.against:
         other = read_path(args.against)
-        verify(other, rederive=not args.no_rederive)
+        verify(other, rederive=rederive_for(args, other))
         _same_workload(module, other, args.against)
         other_gm = lower(other)
     result: dict = {"model": prov.model, "batch_size": prov.batch_size, "nodes": len(module.graph.nodes),
