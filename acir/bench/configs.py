@@ -198,6 +198,9 @@ class Builder:
         info = {"budget_bytes": plan.budget_bytes, "predicted_peak_bytes": plan.predicted_peak_bytes,
                 "predicted_recompute_s": round(plan.predicted_recompute_s, 6), "recomputed": len(plan.recomputed()),
                 "nodes": len(module.graph.nodes)}
+        prof = module.analyses.get(PROFILE)
+        if prof is not None and prof.iteration_s > 0:  # the cost model's own forecast, to set beside the measured one
+            info["predicted_overhead"] = round(plan.predicted_recompute_s / prof.iteration_s, 6)
         live = module.analyses.get(LIVENESS)
         if live is not None and live.revision == module.header.revision:
             info["simulated_peak_bytes"] = live.simulated_peak_bytes

@@ -20,7 +20,8 @@ __all__ = ["COLUMNS", "Result", "format_table", "read_results", "write_results"]
 COLUMNS = ("model", "batch_size", "seq_len", "image_size", "config", "family", "budget", "status", "reason",
            "peak_bytes", "peak_mib", "peak_change", "latency_s", "latency_change", "cpu_s", "cpu_change",
            "peak_change_vs_eager", "latency_change_vs_eager", "match", "mismatch", "max_abs_diff", "loss",
-           "budget_bytes", "predicted_peak_bytes", "simulated_peak_bytes", "predicted_recompute_s", "recomputed",
+           "budget_bytes", "predicted_peak_bytes", "simulated_peak_bytes", "predicted_recompute_s",
+           "predicted_overhead", "recomputed",
            "blocks", "backend", "allocator_peak_bytes", "setup_s", "first_step_s", "iters", "warmup", "latencies_s",
            "device", "malloc")
 
@@ -55,6 +56,7 @@ class Result:
     predicted_peak_bytes: int | None = None
     simulated_peak_bytes: int | None = None
     predicted_recompute_s: float | None = None
+    predicted_overhead: float | None = None  # predicted recompute time / the profiled iteration (acir rows)
     recomputed: int | None = None
     blocks: str = ""
     backend: str = ""
@@ -85,17 +87,17 @@ def format_table(results: list[Result]) -> str:
     mw = max([5] + [len(r.model) for r in results])
     cw = max([6] + [len(r.config) for r in results])
     head = f"{'model':<{mw}} {'batch':>5}  {'config':<{cw}} {'peak MiB':>9} {'vs noac':>8} {'latency ms':>10} " \
-           f"{'vs noac':>8} {'CPU vs noac':>11}  {'match':<5} notes"
+           f"{'vs noac':>8} {'predicted':>9} {'CPU vs noac':>11}  {'match':<5} notes"
     lines = [head, "-" * len(head)]
     for r in results:
         if r.ok:
             lines.append(f"{r.model:<{mw}} {r.batch_size:>5}  {r.config:<{cw}} {r.peak_bytes / 2**20:>9.1f} "
                          f"{_pct(r.peak_change):>8} {r.latency_s * 1e3:>10.1f} {_pct(r.latency_change):>8} "
-                         f"{_pct(r.cpu_change):>11}  "
+                         f"{_pct(r.predicted_overhead):>9} {_pct(r.cpu_change):>11}  "
                          f"{r.match:<5} {r.mismatch}")
         else:
             lines.append(f"{r.model:<{mw}} {r.batch_size:>5}  {r.config:<{cw}} {'failed':>9} {'':>8} {'':>10} "
-                         f"{'':>8} {'':>11}  {'':<5} {r.reason}")
+                         f"{'':>8} {'':>9} {'':>11}  {'':<5} {r.reason}")
     return "\n".join(lines)
 
 
