@@ -75,13 +75,15 @@ class _Options:
 
 @dataclass(frozen=True)
 class _Distributed:
-    """How the step runs across ranks: PyTorch's data parallelism (``"ddp"``) on a process group."""
+    """How the step runs across ranks: PyTorch's data parallelism (``"ddp"``) or FSDP2's sharded
+    data parallelism (``"fsdp"``) on a process group."""
 
     kind: str
     group: Any            # the torch.distributed ProcessGroup
     world: int
     rank: int
     bucket_bytes: int
+    blocks: tuple[str, ...] = ()  # fsdp: the modules fully_shard is applied to besides the root
 
 
 @dataclass
@@ -241,8 +243,15 @@ class Step:
         phase = sig[3]
         prov.accumulate = o.accumulate if o.accumulate > 1 else 0
         prov.clip_grad_norm = o.clip_grad_norm or 0.0
-        module, traced = capture_micro_batch(self.model, self.optimizer, self.loss_fn, batch, prov, o.clip_grad_norm,
-                                             updates=updates, phase=phase)
+        sharded = o.distributed is not None and o.distributed.kind == "fsdp"
+        if sharded:  # the single-process step on stand-ins of the full parameters, which the fsdp pass shards
+            with _unsharded_stand_ins(self.model, self.optimizer, updates) as (opt, full_updates):
+                module, traced = capture_micro_batch(self.model, opt, self.loss_fn, batch, prov, o.clip_grad_norm,
+                                                     updates=full_updates, phase=phase)
+            updates.discard_created(set(traced.updated), self.optimizer.state)
+        else:
+            module, traced = capture_micro_batch(self.model, self.optimizer, self.loss_fn, batch, prov,
+                                                 o.clip_grad_norm, updates=updates, phase=phase)
         apply_schedule(module, o.schedule)
         if o.distributed is not None:
             _make_data_parallel(module, o.distributed)
@@ -250,7 +259,9 @@ class Step:
             from acir.ir.verify import verify
 
             verify(module)
-        if o.budget is not None:
+        if o.budget is not None and sharded:
+            _plan_sharded(module, self.model, self.optimizer, batch, o)
+        elif o.budget is not None:
             plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
                              o.verify)
         if o.distributed is not None:
@@ -283,13 +294,97 @@ def _what_changed(sig: tuple, others: list[tuple]) -> str:
 
 
 def _make_data_parallel(module: Module, d: _Distributed) -> None:
-    """Run the ``ddp`` pass for this process group (recorded in the header's pipeline)."""
+    """Run the ``ddp`` or ``fsdp`` pass for this process group (recorded in the header's pipeline)."""
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import instantiate
     from acir.pipeline.syntax import PassSpec
 
-    spec = PassSpec("ddp", {"world": str(d.world), "bucket": str(d.bucket_bytes), "group": d.group.group_name})
+    if d.kind == "fsdp":
+        spec = PassSpec("fsdp", {"world": str(d.world), "rank": str(d.rank), "group": d.group.group_name,
+                                 "blocks": " ".join(d.blocks)})
+    else:
+        spec = PassSpec("ddp", {"world": str(d.world), "bucket": str(d.bucket_bytes), "group": d.group.group_name})
     PassManager([instantiate(spec)]).run(module)
+
+
+class _unsharded_stand_ins:  # noqa: N801 - used as a context manager, named like one
+    """While a sharded model's step is captured: each DTensor parameter of the model, and its
+    optimizer state, replaced by a fake tensor of its full shape (no memory, no collective), so
+    that the trace is the single-process step, which the ``fsdp`` pass then shards. Yields a
+    stand-in optimizer (the same class, groups and hyper-parameters, on the stand-ins) and the
+    call's updates on the stand-ins; the model's parameters are put back on exit."""
+
+    def __init__(self, model, optimizer, updates) -> None:
+        self.model, self.optimizer, self.updates = model, optimizer, updates
+        self.swapped: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self):
+        import dataclasses
+        from collections import defaultdict
+
+        import torch
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        from acir.frontend.optim.updates import Updates
+
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+        def stand_in(t):
+            with mode:
+                return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+        full: dict[int, torch.nn.Parameter] = {}
+        for p in self.model.parameters():
+            full[id(p)] = torch.nn.Parameter(stand_in(p), requires_grad=p.requires_grad)
+        for mod in self.model.modules():
+            for key, p in list(mod._parameters.items()):
+                if p is not None and id(p) in full:
+                    self.swapped.append((mod, key, p))
+                    mod._parameters[key] = full[id(p)]
+        opt = object.__new__(type(self.optimizer))
+        opt.__dict__.update({k: v for k, v in vars(self.optimizer).items() if k != "step"})
+        opt.param_groups = [{**g, "params": [full[id(p)] for p in g["params"]]} for g in self.optimizer.param_groups]
+        opt.state = defaultdict(dict)
+        for u in self.updates.items:
+            state = self.optimizer.state.get(u.param, {})
+            opt.state[full[id(u.param)]] = {k: stand_in(v) if hasattr(v, "_local_tensor") else v
+                                            for k, v in state.items()}
+        items = [dataclasses.replace(u, param=full[id(u.param)]) for u in self.updates.items]
+        return opt, Updates(self.updates.rule, items)
+
+    def __exit__(self, *exc) -> None:
+        for mod, key, p in self.swapped:
+            mod._parameters[key] = p
+
+
+def _plan_sharded(module: Module, model, optimizer, batch, o: _Options) -> None:
+    """``plan_and_rewrite`` for an fsdp step: profile on copies of the sharded model and optimizer
+    (every rank runs the same collectives), plan every rank on rank 0's times, rewrite."""
+    import copy
+
+    import torch
+    import torch.distributed as dist
+
+    from acir.api.planning import planner_pass
+    from acir.ir.analyses import PROFILE
+    from acir.passes.profile import profile_step
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
+
+    plan_pass = planner_pass(o.planner, o.budget)
+    cpu_rng = torch.random.get_rng_state()
+    try:
+        work_model, work_opt = copy.deepcopy((model, optimizer))
+        module.analyses[PROFILE] = profile_step(module, work_model, work_opt, batch, o.profile_reps, 1)
+        del work_model, work_opt
+    finally:
+        torch.random.set_rng_state(cpu_rng)
+    shared = [module.analyses[PROFILE]]
+    dist.broadcast_object_list(shared, src=0, group=o.distributed.group)
+    module.analyses[PROFILE] = shared[0]
+    module.header.pipeline.append(f"profile{{reps={o.profile_reps},warmup=1}}")
+    passes = build_pipeline("liveness") + [plan_pass] + build_pipeline("rewrite")
+    PassManager(passes, verify=o.verify).run(module)
 
 
 def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
@@ -299,6 +394,9 @@ def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
 
     import torch.distributed as dist
 
+    from acir.ir.graph import InputKind
+
+    sharded = {InputKind.PARAMETER, InputKind.OPTIMIZER_STATE} if d.kind == "fsdp" else set()
     h = hashlib.sha256()
     for n in module.graph.nodes:
         if n.op.startswith("_c10d_functional."):
@@ -306,7 +404,8 @@ def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
             h.update(f"{n.op}{shapes}{n.args[1:]}".encode())
     for i in module.graph.inputs:
         v = module.graph.values[i.value]
-        h.update(f"{i.kind.name}{i.name}{v.shape}{v.dtype}".encode())
+        shape = "" if i.kind in sharded else v.shape  # each rank holds its own rows of a sharded tensor
+        h.update(f"{i.kind.name}{i.name}{shape}{v.dtype}".encode())
     mine = h.hexdigest()
     every: list = [None] * d.world
     dist.all_gather_object(every, mine, group=d.group)
@@ -317,18 +416,25 @@ def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
                        "model, optimizer and batch shapes")
 
 
-def _distributed_setup(kind: str | None, process_group, bucket_cap_mb, model) -> _Distributed | None:
-    """Check the process group and start as DDP starts: parameters and buffers broadcast from rank 0."""
+def _distributed_setup(kind: str | None, process_group, bucket_cap_mb, model, optimizer=None) -> _Distributed | None:
+    """Check the process group and start as DDP starts (parameters and buffers broadcast from
+    rank 0) or as ``fully_shard`` leaves a model (every parameter sharded in place, nothing sent)."""
     if kind is None:
         return None
-    if kind != "ddp":
-        raise UsageError(f"distributed must be \"ddp\" (or None), not {kind!r}")
+    if kind not in ("ddp", "fsdp"):
+        raise UsageError(f"distributed must be \"ddp\" or \"fsdp\" (or None), not {kind!r}")
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        raise UsageError('distributed="ddp" runs inside an initialised process group: call '
+        raise UsageError(f'distributed="{kind}" runs inside an initialised process group: call '
                          "torch.distributed.init_process_group first (torchrun sets up its environment)")
     group = process_group if process_group is not None else dist.group.WORLD
+    if kind == "fsdp":
+        from acir.runtime.distributed import find_blocks, shard_like_fully_shard
+
+        blocks = tuple(find_blocks(model))
+        shard_like_fully_shard(model, optimizer, None if process_group is None else group)
+        return _Distributed(kind, group, dist.get_world_size(group), dist.get_rank(group), 0, blocks)
     if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
         raise UsageError(f"bucket_cap_mb must be a positive number of MiB, not {bucket_cap_mb!r}")
     from torch.distributed.utils import _sync_module_states, _verify_param_shape_across_processes
@@ -381,7 +487,11 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
     (``process_group``, default the world), the step is one rank of data-parallel training
     that equals ``DistributedDataParallel(model)`` with its defaults (``bucket_cap_mb``):
     parameters and buffers are broadcast from rank 0 now, buffers again before each forward,
-    and gradients averaged across ranks in DDP's buckets (the ``ddp`` pass).
+    and gradients averaged across ranks in DDP's buckets (the ``ddp`` pass). With
+    ``distributed="fsdp"`` it equals FSDP2, ``fully_shard`` applied to every repeated block and
+    to the root: the model's parameters are sharded in place now, as DTensors exactly as
+    ``fully_shard`` leaves them (the optimizer is pointed at them), and each call all-gathers
+    parameters and reduce-scatters gradients per block (the ``fsdp`` pass).
     A call returns the (unscaled) loss of its batch; ``step.last_total_norm``
     is the last clipped total norm. See the module docstring for what is read at every call
     and what is refused."""
@@ -419,9 +529,16 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
         planner_pass(planner, str(budget))
     _check_hooks(model)
     if distributed is not None and accumulate > 1:
-        raise UsageError("accumulate > 1 with distributed=\"ddp\" is not supported yet (DDP's no_sync semantics); "
-                         "accumulate in your loop with one compiled step per micro-batch size instead")
-    dist_setup = _distributed_setup(distributed, process_group, bucket_cap_mb, model)
+        raise UsageError(f"accumulate > 1 with distributed=\"{distributed}\" is not supported yet (no_sync "
+                         "semantics); accumulate in your loop with one compiled step per micro-batch size instead")
+    if distributed == "fsdp" and clip_grad_norm is not None:
+        raise UsageError("clip_grad_norm with distributed=\"fsdp\" is not supported yet (the total norm of sharded "
+                         "gradients is all-reduced across ranks as DTensor computes it); clip without fsdp for now")
+    if distributed == "fsdp":
+        from acir.frontend.optim import check_optimizer
+
+        check_optimizer(optimizer, model)  # before the model is sharded in place
+    dist_setup = _distributed_setup(distributed, process_group, bucket_cap_mb, model, optimizer)
     options = _Options(schedule, None if budget is None else str(budget), planner, profile_reps, clip_grad_norm,
                        accumulate, dist_setup, verify, max_graphs, quiet)
     step = Step(model, optimizer, loss_fn, example_batch, options)
