@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from acir.passes.planner_base import FixedPlanner, PlannerResult, run_planner
-
 from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 from acir.ir.graph import Module, Region
+from acir.passes.planner_base import FixedPlanner, PlannerResult, run_planner
 
 __all__ = ["BlockCheckpoint", "block_plan"]
 
@@ -70,6 +69,11 @@ class BlockCheckpoint(FixedPlanner):
         def solve(problem, budget):
             return PlannerResult(chosen, evaluate(problem, chosen, chosen).peak <= budget, retained=chosen)
 
-        result = run_planner(module, self, self.budget, solve, require_budget=False, cands=cands)
+        from acir.analysis.problem import known_floor
+
+        def floor(p):
+            return min(known_floor(p), evaluate(p, chosen, chosen).peak)
+
+        result = run_planner(module, self, self.budget, solve, floor, require_budget=False, cands=cands)
         result.stats["blocks"] = len(blocks)
         return result

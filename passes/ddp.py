@@ -142,9 +142,8 @@ class DataParallel(Pass):
                                                                     "before the forward, as DDP does"})
 
     def run(self, module: Module) -> PassResult:
-        from acir.passes.interleave_optimizer import interleave
-
         from acir.analysis.budget import parse_budget
+        from acir.passes.interleave_optimizer import interleave
 
         g = module.graph
         if any(n.op.startswith(COLLECTIVE_NAMESPACE + ".") for n in g.nodes):

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acir.passes.planner_base import FixedPlanner
-
 from acir.analysis.problem import Problem
+from acir.passes.planner_base import FixedPlanner
 
 __all__ = ["KeepAll"]
 

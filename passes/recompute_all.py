@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acir.passes.planner_base import FixedPlanner
-
 from acir.analysis.problem import Problem
+from acir.passes.planner_base import FixedPlanner
 
 __all__ = ["RecomputeAll", "recompute_all"]
 

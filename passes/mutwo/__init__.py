@@ -27,6 +27,15 @@ def _solve(problem: Problem, budget_bytes: int, starts=()):
                          retained=s.retained)
 
 
+def floor_with(starts):
+    """μ-TWO's reachable floor, or a start's peak where that is lower (a retained plan can go below
+    what the cascading greedy reaches)."""
+    from acir.analysis.problem import evaluate
+    from acir.passes.mutwo.solver import reachable_floor
+
+    return lambda p: min([reachable_floor(p)] + [evaluate(p, c, r).peak for c, r in starts])
+
+
 def block_start(cands) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """Checkpointing every block, as a start for a planner (none when the model has no blocks)."""
     from acir.passes.block_checkpoint import block_plan
@@ -57,12 +66,10 @@ class MuTwo(Pass):
         "help": "bytes with a unit (3GiB, 512MiB) or a percentage of what AC can act on (60%)"})
 
     def run(self, module: Module) -> PassResult:
-        from acir.passes.mutwo.solver import reachable_floor
-        from acir.passes.planner_base import run_planner
-
         from acir.analysis.candidates import build
+        from acir.passes.planner_base import run_planner
 
         cands = build(module)
         starts = block_start(cands)
-        return run_planner(module, self, self.budget, lambda p, b: _solve(p, b, starts), reachable_floor,
+        return run_planner(module, self, self.budget, lambda p, b: _solve(p, b, starts), floor_with(starts),
                            cands=cands)

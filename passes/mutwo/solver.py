@@ -427,6 +427,14 @@ def _retain(p: Problem, budget: int, chosen: Sequence[int], retained: Sequence[i
     keep = set(retained)
     best = evaluate(p, chosen, keep)
     evals = 0
+    # all of them at once first: often it fits, and it is one price instead of one per candidate
+    waste = {c for c in chosen if c not in keep and best.counts[c] > 1}
+    if waste:
+        evals += 1
+        e = evaluate(p, chosen, keep | waste)
+        if e.peak <= budget and e.recompute_s < best.recompute_s - _WINS_S:
+            keep |= waste
+            best = e
     improved = True
     while improved and evals < max_evals:
         improved = False

@@ -62,15 +62,13 @@ class Optimal(Pass):
                                                       "min": 0, "finite": True})
 
     def run(self, module: Module) -> PassResult:
-        from acir.passes.mutwo import block_start
-        from acir.passes.mutwo.solver import reachable_floor  # the warm start's planner knows it
-        from acir.passes.planner_base import run_planner
-
         from acir.analysis.candidates import build
+        from acir.passes.mutwo import block_start, floor_with  # the warm start's planner knows the floor
+        from acir.passes.planner_base import run_planner
 
         cands = build(module)
         starts = block_start(cands)
-        return run_planner(module, self, self.budget, lambda p, b: self._solve(p, b, starts), reachable_floor,
+        return run_planner(module, self, self.budget, lambda p, b: self._solve(p, b, starts), floor_with(starts),
                            cands=cands)
 
     def _solve(self, problem: Problem, budget: int, starts=()):

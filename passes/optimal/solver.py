@@ -74,10 +74,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
-from acir.passes.optimal.highs import solve_milp
 
 from acir import progress
 from acir.analysis.problem import Evaluation, Problem, evaluate
+from acir.passes.optimal.highs import solve_milp
 
 __all__ = ["OptimalSolution", "solve"]
 
