@@ -49,7 +49,7 @@ def compile(*args, **kwargs):  # noqa: A001 - the public name the brief fixes
 
 
 def fit(*args, **kwargs):
-    """The largest batch (or sequence) whose step fits a memory size; see :func:`acir.api.fit`."""
+    """The largest batch (or sequence) whose step fits a memory size; see :func:`acir.api.fitting.fit`."""
     from acir.api import fit as _fit
 
     return _fit(*args, **kwargs)

@@ -117,7 +117,7 @@ def test_memory_cuda_and_ram(capsys, monkeypatch):
     import torch
     from acir.tools.fit import main
 
-    fit_mod = importlib.import_module("acir.api.fit")  # the module: acir.api.fit, the attribute, is the function
+    fit_mod = importlib.import_module("acir.api.fitting")
 
     if not torch.cuda.is_available():
         assert main(["mlp", "--memory", "cuda"]) == 1

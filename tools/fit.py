@@ -1,6 +1,6 @@
 """acir-fit: the largest batch (or sequence length) whose training step fits a memory size, and its cost.
 
-A thin CLI over :func:`acir.api.fit.fit`: it parses the size and the limit, prints the table of
+A thin CLI over :func:`acir.api.fitting.fit`: it parses the size and the limit, prints the table of
 candidates, the answer and what was measured, or one JSON object.
 """
 
@@ -44,7 +44,7 @@ over --memory) or the verified peak is over it; 2 for a bad command line.
 
 
 def _parser():
-    from acir.api.fit import DEFAULT_MAX
+    from acir.api.fitting import DEFAULT_MAX
     from acir.frontend.optim import OPTIMIZERS
 
     p = make_parser("acir-fit", "Find the largest batch size (or sequence length) whose training step fits a memory "
@@ -189,7 +189,7 @@ def _report(r) -> list[str]:
 
 
 def _body(args) -> int:
-    from acir.api.fit import NothingFits, fit
+    from acir.api.fitting import NothingFits, fit
     from acir.errors import UsageError
 
     seq = args.search == "seq-len"
