@@ -90,7 +90,7 @@ def test_json_numbers_by_hand(capsys, artifact):
     assert d["peak_node"] == {"id": 13, "rank": 13, "name": "relu_1", "op": "aten.relu.default",
                               "module": "encoder.act", "region": "BACKWARD"}
     assert d["bytes_by_role_at_peak"] == {"PARAM": 144, "BUFFER": 16, "INPUT": 64, "ACTIVATION": 1000,
-                                          "GRAD": 400, "OPT_STATE": 256, "OTHER": 120}
+                                          "GRAD": 400, "COMM_BUFFER": 0, "OPT_STATE": 256, "OTHER": 120}
     assert d["activations"] == {"count": 6, "bytes": 32 + 32 + 16 + 16 + 24 + 4}
     assert d["measured_peak_bytes"] == 2500 and d["measured_peak_node"]["name"] == "threshold_backward"
     assert d["simulator_error"] == pytest.approx(0.2)  # |2000 - 2500| / 2500
