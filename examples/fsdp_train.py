@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
+import time
 
 import torch
 import torch.distributed as dist
@@ -79,21 +81,28 @@ def main() -> None:
                for _ in range(args.steps)]
     # shards model's parameters in place (DTensors, as fully_shard leaves them) and points opt at them
     step = acir.compile(model, opt, loss_fn, batches[0], distributed="fsdp", budget=args.budget, quiet=rank != 0)
+    times: dict[str, list[float]] = {"acir": [], "FSDP2": []}
     for k, batch in enumerate(batches):
         torch.manual_seed(1000 * rank + k)
+        t0 = time.perf_counter()
         loss = step(batch)
+        times["acir"].append(time.perf_counter() - t0)
         sched.step()
         torch.manual_seed(1000 * rank + k)
+        t0 = time.perf_counter()
         want = loss_fn(ref, batch)
         want.backward()
         ref_opt.step()
         ref_opt.zero_grad(set_to_none=True)
+        times["FSDP2"].append(time.perf_counter() - t0)
         ref_sched.step()
         same = torch.equal(loss, want.detach()) and all(
             torch.equal(a.full_tensor(), b.full_tensor()) for a, b in zip(model.parameters(), ref.parameters())) \
             and all(torch.equal(a, b) for a, b in zip(model.buffers(), ref.buffers()))
         print(f"rank {rank} step {k}: loss {loss.item():.5f}, {'bit-identical to' if same else 'DIFFERS from'} "
               "FSDP2 (fully_shard)", flush=True)
+    print(f"rank {rank}: median step after the first, " + ", ".join(
+        f"{who} {statistics.median(ts[1:] or ts) * 1e3:.0f} ms" for who, ts in times.items()), flush=True)
     held = sum(p.to_local().untyped_storage().nbytes() for p in model.parameters())
     full = sum(p.numel() * p.element_size() for p in model.parameters())
     print(f"rank {rank}: holds {held / 2**10:.1f} KiB of the {full / 2**10:.1f} KiB of parameters", flush=True)
