@@ -33,10 +33,9 @@ pass, which realises the plan, applies the same fusion first.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
-from acir.ir.graph import DType, Graph, ValueRef
+from acir.ir.graph import DType, Graph, ValueRef, copy_graph
 
 __all__ = ["FusionStats", "fuse", "fused_view"]
 
@@ -62,7 +61,7 @@ def fused_view(g: Graph) -> tuple[Graph, FusionStats]:
     """``g`` itself when nothing can be fused, else a fused copy (``g`` is left alone)."""
     if not _matches(g):
         return g, FusionStats()
-    view = copy.deepcopy(g)
+    view = copy_graph(g)
     stats = fuse(view)
     return (view, stats) if stats.total else (g, stats)  # a log_softmax that cannot be fused: no copy
 
