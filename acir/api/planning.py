@@ -25,7 +25,7 @@ def planner_pass(planner: str, budget: str):
 
 
 def plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, planner: str, reps: int,
-                     verify: bool) -> None:
+                     verify: bool, same_times_on_every_rank: bool = False) -> None:
     """Profile ``module`` on copies of ``model`` and ``optimizer``, plan it to ``budget`` and rewrite it."""
     import copy
 
@@ -48,7 +48,7 @@ def plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, plann
         torch.random.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
-    if _collectives(module):  # every rank plans on rank 0's times, so that all ranks run the same graph
+    if same_times_on_every_rank and _collectives(module):  # every rank plans on rank 0's times: one graph
         import torch.distributed as dist
 
         shared = [module.analyses[PROFILE]]

@@ -224,7 +224,11 @@ class Step:
                         "a compiled step keeps the dtypes and devices of its example batch (compile another)")
         return "the batch does not match the example batch"
 
-    def _capture(self, sig: tuple, batch, updates) -> _Graph:
+    def _capture(self, sig: tuple, batch, updates, together: bool = False) -> _Graph:
+        """Capture (and plan) the graph of ``sig``. ``together``: every rank does so now (when
+        compiling), so the ranks may talk: they plan on rank 0's profile and check they captured
+        the same collectives. Later captures (a new shape on one rank only, say) must not talk:
+        another rank may be running its step's collectives meanwhile."""
         import torch
 
         from acir.api.capturing import apply_schedule
@@ -263,8 +267,8 @@ class Step:
             _plan_sharded(module, self.model, self.optimizer, batch, o)
         elif o.budget is not None:
             plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
-                             o.verify)
-        if o.distributed is not None:
+                             o.verify, same_times_on_every_rank=together)
+        if o.distributed is not None and together:
             _same_graph_on_every_rank(module, o.distributed)
         g = _Graph(module, BoundStep(module, self.model, self.optimizer), frozenset(updated_parameters(module)),
                    tuple(traced.grad_names), time.perf_counter() - t0)
@@ -402,7 +406,9 @@ def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
         if n.op.startswith("_c10d_functional."):
             shapes = [module.graph.values[v].shape for v in n.input_ids()]
             h.update(f"{n.op}{shapes}{n.args[1:]}".encode())
-    for i in module.graph.inputs:
+    for i in module.graph.inputs:  # the model's and the optimizer's tensors (each rank's batch may differ)
+        if i.kind not in (InputKind.PARAMETER, InputKind.MODULE_BUFFER, InputKind.OPTIMIZER_STATE):
+            continue
         v = module.graph.values[i.value]
         shape = "" if i.kind in sharded else v.shape  # each rank holds its own rows of a sharded tensor
         h.update(f"{i.kind.name}{i.name}{shape}{v.dtype}".encode())
@@ -412,8 +418,8 @@ def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
     differ = [r for r, x in enumerate(every) if x != every[0]]
     if differ:
         raise RunError(f"rank {d.rank}: the ranks captured different steps (ranks {differ} differ from rank 0: "
-                       "other shapes, another model or other optimizer options); every rank must compile the same "
-                       "model, optimizer and batch shapes")
+                       "other parameters, optimizer state, gradient buckets or collectives); every rank must compile "
+                       "the same model and optimizer with the same options")
 
 
 def _distributed_setup(kind: str | None, process_group, bucket_cap_mb, model, optimizer=None) -> _Distributed | None:
@@ -544,7 +550,7 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
     step = Step(model, optimizer, loss_fn, example_batch, options)
     sig, updates = step._signature_and_updates(example_batch)
     try:
-        step._last = step._capture(sig, example_batch, updates)
+        step._last = step._capture(sig, example_batch, updates, together=True)
     finally:
         updates.discard_created(set(), optimizer.state)  # no step ran: the optimizer is left as it was given
     return step
