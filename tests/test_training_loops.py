@@ -316,6 +316,8 @@ def test_what_cannot_be_honoured_is_refused_at_compile_time():
         acir.compile(None, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, b)
     with pytest.raises(UsageError, match="clip_grad_norm"):
         acir.compile(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, b, clip_grad_norm=-1.0)
+    with pytest.raises(UsageError, match="not in the optimizer"):
+        acir.compile(model, torch.optim.SGD(model.fc2.parameters(), lr=0.1), loss_fn, b, clip_grad_norm=1.0)
 
 
 def test_a_batch_of_another_structure_or_dtype_is_an_error():

@@ -534,6 +534,14 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
         parse_budget(str(budget))
         planner_pass(planner, str(budget))
     _check_hooks(model)
+    if clip_grad_norm is not None:
+        in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        loose = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in in_opt]
+        if loose:
+            raise UsageError(f"{len(loose)} trainable parameters are not in the optimizer ({', '.join(loose[:3])}"
+                             f"{' ...' if len(loose) > 3 else ''}): eagerly, zero_grad never clears their .grad, so "
+                             "clip_grad_norm_(model.parameters()) would count their ever-growing gradients; freeze "
+                             "them (requires_grad_(False)) or give them to the optimizer")
     if distributed is not None and accumulate > 1:
         raise UsageError(f"accumulate > 1 with distributed=\"{distributed}\" is not supported yet (no_sync "
                          "semantics); accumulate in your loop with one compiled step per micro-batch size instead")
