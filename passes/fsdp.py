@@ -217,8 +217,10 @@ class _Builder:
 
 @dataclass(frozen=True)
 class ShardedDataParallel(Pass):
-    """Make the step one rank of FSDP2: parameters, gradients and optimizer state sharded; parameters
-    all-gathered for the forward and again for the backward, gradients reduce-scattered per block."""
+    """Make the step one rank of FSDP2: state sharded, parameters gathered, gradients scattered per block.
+
+    Parameters, gradients and optimizer state are dim-0 shards; each parameter is all-gathered
+    for the forward and, in a block, again for the backward (see the module docstring)."""
 
     name: ClassVar[str] = "fsdp"
     requires = ()
