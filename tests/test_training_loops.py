@@ -318,6 +318,16 @@ def test_what_cannot_be_honoured_is_refused_at_compile_time():
         acir.compile(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, b, clip_grad_norm=-1.0)
     with pytest.raises(UsageError, match="not in the optimizer"):
         acir.compile(model, torch.optim.SGD(model.fc2.parameters(), lr=0.1), loss_fn, b, clip_grad_norm=1.0)
+    # a tensor the loss closes over, or a plain tensor attribute: its value would be baked in
+    w = torch.rand(b[0].shape[0])
+    with pytest.raises(CaptureError, match="register it as a buffer"):
+        acir.compile(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                     lambda m, batch: (loss_fn(m, batch) * w).sum(), b, quiet=True)
+    model.scale = torch.ones(())
+    with pytest.raises(CaptureError, match="register it as a buffer"):
+        acir.compile(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                     lambda m, batch: loss_fn(m, batch) * m.scale, b, quiet=True)
+    del model.scale
 
 
 def test_a_batch_of_another_structure_or_dtype_is_an_error():

@@ -64,6 +64,7 @@ class _Importer:
         self.grad_storages: set = set()
         self.sentinels: dict[float, str] = {}      # stand-in float -> HYPERPARAM input name
         self.hyperparams: dict[str, ValueRef] = {}
+        self.constants: dict[str, ValueRef] = {}   # get_attr target -> its CONSTANT input (fx reads one twice)
 
     def storage_key(self, t):
         return self._weakref(t.untyped_storage())
@@ -90,8 +91,11 @@ class _Importer:
         return ValueRef(vid)
 
     def constant(self, name: str, t) -> ValueRef:
-        """A tensor constant of the traced step, stored inline as a CONSTANT graph input."""
+        """A tensor constant of the traced step, stored inline as a CONSTANT graph input (one per name)."""
         import torch
+
+        if name in self.constants:
+            return self.constants[name]
 
         if not isinstance(t, torch.Tensor) or t.numel() * t.element_size() > MAX_CONSTANT_BYTES:
             raise CaptureError(f"the step creates a constant {name} larger than {MAX_CONSTANT_BYTES} bytes "
@@ -107,6 +111,7 @@ class _Importer:
         data = t.reshape(-1).view(torch.uint8).cpu().numpy().tobytes() if t.numel() else b""
         ref = self.new_value(t, Role.INPUT)
         self.graph.inputs.append(GraphInput(ref.id, InputKind.CONSTANT, name, data))
+        self.constants[name] = ref
         return ref
 
     def hyperparam(self, name: str) -> ValueRef:

@@ -19,6 +19,7 @@ a pre-hook notes where its backward starts (as aot_autograd preserves stack trac
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +257,15 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
             traced.gm = make_fx(step, tracing_mode="fake")(*tensors)
     except CaptureError:
         raise
+    except AssertionError as e:
+        if "convert all Tensors to FakeTensors" not in str(e):
+            raise CaptureError(f"the training step could not be traced: AssertionError: {e}".rstrip()
+                               + " (run with --traceback for where)") from e
+        shape = next((m.group(1) for m in re.finditer(r"tensor\(\[.*?\], size=(\([^)]*\))", str(e))), "")
+        raise CaptureError(f"the step reads a tensor{' of size ' + shape if shape else ''} that is not a parameter, "
+                           "buffer, optimizer state or batch tensor (one the model or loss closes over); acir "
+                           "would bake its value in and not see it change, so register it as a buffer of the "
+                           "model (module.register_buffer) or pass it in the batch") from e
     except Exception as e:
         raise CaptureError(f"the training step could not be traced: {type(e).__name__}: {e}".rstrip()
                            + " (run with --traceback for where)") from e
