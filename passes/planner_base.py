@@ -63,8 +63,9 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, f
     result = solve(p, budget if budget is not None else p.no_ac_peak)
     solve_s = time.perf_counter() - t0
     ev = evaluate(p, result.chosen, result.retained)
+    floor_bytes = min(floor_bytes, ev.peak)  # the plan itself is reachable, and can be below the floor known
     if budget is not None and require_budget and (not result.feasible or ev.peak > budget):
-        raise InfeasibleBudget(budget, min(floor_bytes, ev.peak), pass_.name)
+        raise InfeasibleBudget(budget, floor_bytes, pass_.name)
     chosen, retained = set(result.chosen), set(result.retained)
     tensors = []
     for i, sid in enumerate(cands.storages):

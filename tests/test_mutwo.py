@@ -14,6 +14,12 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acir.analysis.plan_delta import PlanState, _exact_times
+from acir.analysis.problem import Evaluation, Problem, evaluate
+from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 from acir.passes.mutwo.solver import (
     Solution,
     _effective_greedy,
@@ -21,12 +27,6 @@ from acir.passes.mutwo.solver import (
     _prune,
     solve,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from acir.analysis.plan_delta import PlanState, _exact_times
-from acir.analysis.problem import Evaluation, Problem, evaluate
-from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 
 SETTINGS = settings(deadline=None, max_examples=50)
 
@@ -433,11 +433,10 @@ def _real_problem():
 
 @pytest.mark.parametrize("budget", ["80%", "60%"])
 def test_clean_up_comes_within_ten_percent_of_the_optimum_on_a_real_graph(budget):
+    from acir.analysis.problem import evaluate
     from acir.passes.mutwo.solver import solve as mutwo
     from acir.passes.optimal.solver import solve as optimal
     from acir.passes.planner_base import resolve_budget
-
-    from acir.analysis.problem import evaluate
 
     p = _real_problem()
     b = resolve_budget(budget, p)
@@ -447,3 +446,27 @@ def test_clean_up_comes_within_ten_percent_of_the_optimum_on_a_real_graph(budget
     assert evaluate(p, ours.chosen).peak <= b
     assert ours.evaluation.recompute_s <= loop.evaluation.recompute_s
     assert ours.evaluation.recompute_s <= 1.1 * best.evaluation.recompute_s
+
+
+def test_a_greedy_stuck_on_its_own_spike_falls_back_to_exact_pricing():
+    """The two-layer MLP of tests/test_ddp.py under DDP, frozen from one profile: the ratio rule
+    first takes fc1's BatchNorm output (4), then its input (3) and the rest, and stops at a replay
+    spike of its own making that no candidate left can lower (22564 B) -- with other times it
+    picks differently and fits. Recomputing the linear output (3) alone fits a budget of
+    22244 B (95%), so solve must find a plan there; and with no budget at all it must state a
+    lowest peak no higher than the one an exhaustive search over the 8 candidates reaches."""
+    import itertools
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "golden", "ddp_mlp_stuck_problem.json")
+    d = json.load(open(path))
+    d["srcs"] = tuple(tuple(s) for s in d["srcs"])
+    p = Problem(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    stuck = solve(p, 22244, refine=False)
+    assert not stuck.feasible and stuck.evaluation.peak == 22564  # the ratio rule alone
+    s = solve(p, 22244)
+    assert s.feasible and evaluate(p, s.chosen, s.retained).peak <= 22244
+    allowed = [i for i in range(p.n_candidates) if p.allowed[i]]
+    lowest = min(evaluate(p, c).peak for r in range(len(allowed) + 1) for c in itertools.combinations(allowed, r))
+    assert solve(p, 0).evaluation.peak == lowest

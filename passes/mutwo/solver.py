@@ -42,8 +42,12 @@ and are not themselves recomputed at ``h``. At a plain peak the filter loses not
 pick outside it cannot bring that peak down, so it only spares the budget test useless
 replays. At a spike it is a heuristic: a tensor it admits may be replayed inside the
 spike as a dead source and raise it, and one it excludes (recomputed at ``h`` itself)
-could in odd cases lower it. When no candidate passes the filter the loop stops, declares
-the budget infeasible and returns the prefix of its picks with the lowest peak.
+could in odd cases lower it. When no candidate passes the filter the loop stops at the
+prefix of its picks with the lowest peak. That can happen above a budget other picks reach
+(a replay spike of its own making that nothing left can lower: which picks it made depends
+on the times), so the effective greedy of phase 3 then starts from nothing instead, and its
+plan, when it fits, goes through the same clean-up; when neither fits, the lower of the two
+is returned, infeasible.
 
 The stopping test is the shared evaluator's peak (:func:`acir.analysis.problem.evaluate`),
 which all planners are judged by. Calling it every round would be quadratic, so the loop
@@ -309,12 +313,14 @@ def _swap(p: Problem, budget: int, chosen: list[int], tuning: Tuning = DEFAULT) 
 
 
 def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = float("inf"),
-                      start: tuple[int, ...] = (), banned: frozenset[int] = frozenset()) -> list[int] | None:
+                      start: tuple[int, ...] = (), banned: frozenset[int] = frozenset(),
+                      lowest: bool = False) -> list[int] | None:
     """A second greedy: among the ``width`` best-ratio candidates that cover the current peak,
     take the one that lowers the peak most per second of recomputation it really adds (both
     priced by the evaluator's model, :class:`~acir.analysis.plan_delta.PlanState`, so cascades and
     spikes count). Gives up (None) when none of them lowers the peak, or once its plan's
-    recompute time exceeds ``limit_s`` (picks only ever add time)."""
+    recompute time exceeds ``limit_s`` (picks only ever add time); with ``lowest``, a plan that
+    gets stuck returns its prefix with the lowest peak instead of None."""
     ratio = np.array([p.sizes[i] / max(p.times[i], _MIN_TIME_S) for i in range(p.n_candidates)])
     allowed = np.array(p.allowed, dtype=bool)
     allowed[list(banned)] = False
@@ -323,6 +329,7 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
     state = PlanState(p, chosen)
     peak, rank, spike = state.peak()
     time = state.recompute_s
+    best_peak, best_len = peak, len(chosen)
     while peak > budget:
         if time > limit_s:
             return None
@@ -331,7 +338,7 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
         ok[chosen] = False
         idx = np.flatnonzero(ok)
         if idx.size == 0:
-            return None
+            return chosen[:best_len] if lowest else None
         best = None
         for i in idx[np.argsort(-ratio[idx])][:width].tolist():
             new_peak, new_time = state.price_add(i)
@@ -342,11 +349,13 @@ def _effective_greedy(p: Problem, budget: int, width: int, limit_s: float = floa
             if best is None or score > best[0]:
                 best = (score, i)
         if best is None:
-            return None
+            return chosen[:best_len] if lowest else None
         chosen.append(best[1])
         state.add(best[1])
         peak, rank, spike = state.peak()
         time = state.recompute_s
+        if peak < best_peak:
+            best_peak, best_len = peak, len(chosen)
     return chosen
 
 
@@ -378,9 +387,18 @@ def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = D
     greedy = Solution(chosen=chosen, evaluation=ev, feasible=feasible and ev.peak <= budget, iterations=rounds,
                       counts=tuple(g.cnt), recompute_times=tuple(g.time),
                       srcs=tuple(tuple(sorted(s)) for s in g.srcs))
-    if not (refine and greedy.feasible):
-        return _best_start(problem, budget, starts, greedy) if refine else greedy
+    if not refine:
+        return greedy
     best = greedy
+    if not greedy.feasible:  # the ratio rule got stuck (a spike no pick lowers): price picks exactly instead
+        alt = _effective_greedy(problem, budget, tuning.width, lowest=True)
+        e = evaluate(problem, alt)
+        if e.peak < greedy.evaluation.peak:
+            best = Solution(chosen=tuple(alt), evaluation=e, feasible=e.peak <= budget, iterations=rounds,
+                            counts=e.counts, recompute_times=problem.times, srcs=problem.srcs,
+                            refined="effective greedy")
+        if not best.feasible:
+            return _best_start(problem, budget, starts, best)
 
     def consider(name: str, picks: list[int]) -> None:
         nonlocal best
@@ -392,10 +410,13 @@ def solve(problem: Problem, budget: int, refine: bool = True, tuning: Tuning = D
     def prune(picks: list[int]) -> list[int]:
         return _prune(problem, budget, picks, tuning.prune_evals)
 
-    consider("pruned", prune(list(chosen)))
-    alt = _effective_greedy(problem, budget, tuning.width, tuning.slack * best.evaluation.recompute_s)
-    if alt is not None:
-        consider("effective greedy, pruned", prune(alt))
+    if greedy.feasible:
+        consider("pruned", prune(list(chosen)))
+        alt = _effective_greedy(problem, budget, tuning.width, tuning.slack * best.evaluation.recompute_s)
+        if alt is not None:
+            consider("effective greedy, pruned", prune(alt))
+    else:
+        consider("effective greedy, pruned", prune(list(best.chosen)))
     consider(f"{best.refined or 'greedy'}, swapped", _swap(problem, budget, list(best.chosen), tuning))
     consider(f"{best.refined or 'greedy'}, repaired", _repair(problem, budget, list(best.chosen), tuning))
     best = _best_start(problem, budget, starts, best)
@@ -485,5 +506,7 @@ def _repair(p: Problem, budget: int, chosen: list[int], tuning: Tuning = DEFAULT
 
 def reachable_floor(p: Problem) -> int:
     """The lowest predicted peak known to be reachable: :func:`~acir.analysis.problem.known_floor`,
-    or where the greedy stops when asked for nothing, whichever is lower."""
+    or where the greedy stops when asked for nothing, whichever is lower. (A plan the effective
+    greedy finds can be lower still; :func:`solve` returns it when it cannot fit a budget, and
+    its peak is then the one stated.)"""
     return min(known_floor(p), solve(p, 0, refine=False).evaluation.peak)
