@@ -348,9 +348,14 @@ def _load(path: str) -> dict:
     return {}
 
 
-#: Bytes per parameter the run holds at most: the build every stage copies (4), the eager
-#: reference step's model and Adam state and gradients (16) and the copy a stage runs (16).
-BYTES_PER_PARAM = 36
+#: Optimizer state tensors per parameter, for the memory estimate.
+STATES = {"sgd": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2, "adamax": 2, "nadam": 2, "radam": 2}
+
+
+def bytes_per_param(optimizer: str) -> int:
+    """Bytes per float32 parameter the run holds at most: the build every stage copies, then the
+    eager reference step's model and the copy a stage runs, each with gradients and state."""
+    return 4 + 2 * 4 * (2 + STATES.get(optimizer, 2))
 
 
 def known_params(name: str) -> int:
@@ -371,14 +376,14 @@ def available_bytes() -> int:
     return info.get("MemAvailable", 0)
 
 
-def _too_big(name: str) -> str | None:
+def _too_big(name: str, optimizer: str) -> str | None:
     """Why the model does not fit this machine's free memory now, or None."""
-    need = known_params(name) * BYTES_PER_PARAM
+    need = known_params(name) * bytes_per_param(optimizer)
     free = available_bytes()
     if need > 0.8 * free:
         return (f"not run: {known_params(name) / 1e6:.0f}M parameters need about {need / 2**30:.1f} GiB here (the "
-                f"build, the eager reference step and the step being checked, each with Adam state), and "
-                f"{free / 2**30:.1f} GiB is available")
+                f"build, the eager reference step and the step being checked, each with gradients and {optimizer} "
+                f"state), and {free / 2**30:.1f} GiB is available")
     return None
 
 
@@ -389,7 +394,6 @@ def preload() -> None:
     import torch  # noqa: F401
     import torchvision  # noqa: F401
     import transformers  # noqa: F401
-    from acir.passes import profile  # noqa: F401
 
     import acir.api  # noqa: F401
     import acir.frontend.rebuild  # noqa: F401
@@ -397,6 +401,7 @@ def preload() -> None:
     import acir.runtime.lower  # noqa: F401
     import acir.runtime.measure  # noqa: F401
     import acir.runtime.node_runner  # noqa: F401
+    from acir.passes import profile  # noqa: F401
 
 
 def _child(name: str, row_path: str, log_path: str, budget: str, optimizer: str, threads: int) -> None:
@@ -569,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         if done is not None and (done.get("status") == "ok" or not args.retry):
             continue
         print(f"[{i + 1}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
-        too_big = _too_big(name)
+        too_big = _too_big(name, args.optimizer)
         if too_big:
             row = {"name": name, "status": "skipped", "reason": too_big, "seconds": 0.0}
         else:
