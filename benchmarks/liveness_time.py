@@ -7,9 +7,8 @@ import statistics
 import sys
 import time
 
-from acir.passes.liveness import Liveness
-
 import acir
+from acir.passes.liveness import Liveness
 
 module = acir.load(sys.argv[1])
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 5

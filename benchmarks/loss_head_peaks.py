@@ -15,11 +15,10 @@ import sys
 
 
 def main(specs: list[str]) -> None:
-    from acir.tools.capture import _parser as capture_parser
-
     from acir.analysis.loss_head import fused_view
     from acir.analysis.simulator import simulate, storage_lives
     from acir.api import CaptureOptions, capture
+    from acir.tools.capture import _parser as capture_parser
 
     for spec in specs:
         a = capture_parser().parse_args(shlex.split(spec))

@@ -32,9 +32,9 @@ import sys
 import time
 
 import numpy as np
-from acir.passes.mutwo.solver import solve
 
 from acir.analysis.problem import Problem
+from acir.passes.mutwo.solver import solve
 
 RANKS_PER_CANDIDATE = 18
 
@@ -96,11 +96,10 @@ def deep_resnet_artifacts(out: str) -> list[tuple[str, str]]:
 
 
 def graphs(artifacts: list[tuple[str, str]], budgets: list[str], reps: int) -> int:
-    from acir.passes.mutwo.solver import reachable_floor
-    from acir.passes.planner_base import resolve_budget
-
     import acir
     from acir.analysis.candidates import build
+    from acir.passes.mutwo.solver import reachable_floor
+    from acir.passes.planner_base import resolve_budget
 
     rows = []
     print(f"| graph | activations | ranks | budget | picks | feasible | wall s (median of {reps}) | cpu s |")

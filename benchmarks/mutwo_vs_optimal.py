@@ -8,13 +8,12 @@ Every figure is the shared evaluator's prediction.
 import sys
 import time
 
+import acir
+from acir.analysis.candidates import build
 from acir.passes.mutwo.solver import solve as mutwo
 from acir.passes.optimal import warm_starts
 from acir.passes.optimal.solver import solve as optimal
 from acir.passes.planner_base import resolve_budget
-
-import acir
-from acir.analysis.candidates import build
 
 problem = build(acir.load(sys.argv[1])).problem
 print("| budget | paper loop (s) | with clean-up (s) | optimal (s) | loop / opt | clean-up / opt | solve s (loop, clean-up) |")

@@ -22,13 +22,12 @@ from acir.ir.analyses import PLAN, PROFILE
 
 
 def main(spec: str, budgets: list[str]) -> None:
-    from acir.tools.capture import _parser as capture_parser
-
     from acir.api import CaptureOptions, capture
     from acir.errors import PassFailed
     from acir.ir.rng import KEEP_OP
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
+    from acir.tools.capture import _parser as capture_parser
 
     a = capture_parser().parse_args(shlex.split(spec))
     m = capture(CaptureOptions(a.model, a.batch_size, a.seq_len, a.image_size))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from acir.passes.chen_sqrt import chen_sqrt
-from acir.passes.recompute_all import recompute_all
 from test_optimal import chain_module, hand_problem, plan_with
 
 from acir.analysis.problem import Problem, evaluate
 from acir.ir.analyses import PLAN, Decision
+from acir.passes.chen_sqrt import chen_sqrt
+from acir.passes.recompute_all import recompute_all
 from acir.pipeline.registry import build_pipeline
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from acir.passes.dce import DeadCodeElimination, has_side_effects
-
 from acir.ir.graph import (
     INPUT_ROLE,
     Graph,
@@ -18,6 +16,7 @@ from acir.ir.graph import (
     Value,
     ValueRef,
 )
+from acir.passes.dce import DeadCodeElimination, has_side_effects
 
 
 class Builder:

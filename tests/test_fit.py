@@ -75,9 +75,8 @@ def test_an_overhead_limit_of_zero_recomputes_nothing():
 
 
 def test_a_model_that_fits_any_batch_stops_at_the_cap_and_the_api_fields(capsys):
-    from acir.tools.fit import main
-
     import acir
+    from acir.tools.fit import main
 
     r = acir.fit("mlp", "1GiB", max_value=8, measure=False)
     assert r.found and r.capped and r.batch_size == 8 and r.next is None and r.times == "proxy"
@@ -115,6 +114,7 @@ def test_memory_cuda_and_ram(capsys, monkeypatch):
     import importlib
 
     import torch
+
     from acir.tools.fit import main
 
     fit_mod = importlib.import_module("acir.api.fitting")

@@ -168,11 +168,11 @@ def test_acir_run_check_and_the_lowered_source_on_an_lstm(capture_of, tmp_path, 
     import runpy
 
     import torch
-    from acir.tools.run import main
 
     from acir.frontend.rebuild import rebuild
     from acir.ir.artifact import write_path
     from acir.runtime.lower import BoundStep, python_source
+    from acir.tools.run import main
 
     m = capture_of(f"{RECURRENT}:lstm")
     path = tmp_path / "lstm.acir"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-from acir.tools.opt import main
 from conftest import cli
 from ir_fixtures import GraphBuilder, small_module
 
@@ -25,6 +24,7 @@ from acir.ir.serde import dumps
 from acir.ir.text import print_module
 from acir.pipeline.manager import PassManager
 from acir.pipeline.registry import build_pipeline
+from acir.tools.opt import main
 from acir.viz.onnx_export import ANNOTATIONS, domain_of, onnx_bytes, to_onnx
 
 PROFILE = "profile{reps=1,warmup=0}"

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from acir.tools.opt import main
 from ir_fixtures import small_module
 
 from acir.ir.graph import Module
@@ -19,6 +18,7 @@ from acir.ir.serde import dumps, loads
 from acir.ir.text import parse_module
 from acir.pipeline import registry
 from acir.pipeline.pass_base import Pass, PassResult
+from acir.tools.opt import main
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,6 @@ import os
 import pathlib
 
 import pytest
-from acir.passes.chen_sqrt import chen_sqrt
-from acir.passes.optimal import warm_starts
-from acir.passes.optimal.solver import solve
-from acir.passes.recompute_all import recompute_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ir_fixtures import conv_chain
@@ -29,6 +25,10 @@ from acir.ir import analyses
 from acir.ir.analyses import PLAN, PROFILE
 from acir.ir.graph import Module
 from acir.ir.text import print_module
+from acir.passes.chen_sqrt import chen_sqrt
+from acir.passes.optimal import warm_starts
+from acir.passes.optimal.solver import solve
+from acir.passes.recompute_all import recompute_all
 from acir.pipeline.manager import PassManager
 from acir.pipeline.registry import build_pipeline
 

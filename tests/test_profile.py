@@ -91,9 +91,8 @@ def test_bad_profile_options_are_refused_when_parsed():
 
 def test_analytic_profiles_give_the_same_plan(captured):
     """Runs nothing (the model cannot even be rebuilt here), and two of them give the same times and plan."""
-    from acir.passes.profile import ROOFLINE
-
     from acir.ir.analyses import PLAN
+    from acir.passes.profile import ROOFLINE
 
     m = copy.deepcopy(captured("resnet18"))
     m.header.provenance.model = "<python:ResNet>"  # as acir.compile records it: no rebuild possible

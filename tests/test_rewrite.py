@@ -217,9 +217,8 @@ def test_a_source_updated_in_place_later_is_not_replayed_from(hazard, monkeypatc
 
 
 def test_views_of_a_recomputed_tensor_move_into_the_copy(hazard, monkeypatch):
-    from acir.passes import rewrite as rw
-
     from acir.errors import VerifyError
+    from acir.passes import rewrite as rw
 
     before = run(hazard("views"), f"{PROFILE_PASS},liveness,recompute-all")
     assert rw.rewrite(copy.deepcopy(before)).rehomed > 0

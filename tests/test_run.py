@@ -162,9 +162,8 @@ def test_compile_api_matches_eager_over_steps():
 def test_measure_keeps_the_heap_by_default_and_says_so(tmp_path, captured, capsys):
     """acir-run --measure times with freed memory kept in the heap unless --malloc default, and says which
     (--malloc default in a fresh process: a process that has kept its heap cannot go back)."""
-    from acir.tools.run import main
-
     from acir.ir.serde import dumps
+    from acir.tools.run import main
 
     f = tmp_path / "mlp.acir"
     f.write_bytes(dumps(captured("mlp")))

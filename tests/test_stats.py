@@ -13,7 +13,6 @@ import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
 import pytest
-from acir.tools.stats import main
 from ir_fixtures import GraphBuilder, big_module, small_module
 
 from acir.ir.analyses import (
@@ -30,6 +29,7 @@ from acir.ir.analyses import (
 )
 from acir.ir.artifact import write_path
 from acir.ir.graph import InputKind, Module, Role
+from acir.tools.stats import main
 from acir.viz import report
 from acir.viz.plots import bucket_ranks, memory_plot
 

@@ -55,9 +55,8 @@ def test_sweep_errors(profiled, argv, expect, capsys):
 
 
 def test_sweep_needs_profile_and_liveness(captured, tmp_path, capsys):
-    from acir.tools.sweep import main
-
     from acir.ir.serde import dumps
+    from acir.tools.sweep import main
 
     f = tmp_path / "bare.acir"
     f.write_bytes(dumps(captured("mlp")))

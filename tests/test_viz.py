@@ -15,7 +15,6 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
-from acir.tools.viz import main
 from conftest import cli
 from ir_fixtures import big_module, small_module
 
@@ -32,6 +31,7 @@ from acir.ir.analyses import (
 )
 from acir.ir.artifact import encode, write_path
 from acir.ir.graph import Module, Region, ValueRef
+from acir.tools.viz import main
 from acir.viz.dot import DotOptions, to_dot
 from acir.viz.memory import predicted_ac
 from acir.viz.select import homes, select

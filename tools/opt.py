@@ -11,12 +11,11 @@ import shlex
 import sys
 from typing import TextIO
 
-from acir.tools._cli import add_rederive_flags, make_parser, rederive_for, run_cli
-
 from acir.errors import AcirError, SerdeError
 from acir.ir.graph import Module
 from acir.pipeline.manager import Failure, PassManager
 from acir.pipeline.pass_base import Pass
+from acir.tools._cli import add_rederive_flags, make_parser, rederive_for, run_cli
 
 PROG = "acir-opt"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from acir.tools._cli import add_rederive_flags, make_parser, rederive_for, run_cli
-
 from acir.ir.analyses import LIVENESS, PLAN
+from acir.tools._cli import add_rederive_flags, make_parser, rederive_for, run_cli
 
 EPILOG = """\
 examples:
