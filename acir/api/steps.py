@@ -369,7 +369,7 @@ def _plan_sharded(module: Module, model, optimizer, batch, o: _Options) -> None:
     import torch
     import torch.distributed as dist
 
-    from acir.api.planning import planner_pass
+    from acir.api.planning import plan_within, planner_pass
     from acir.ir.analyses import PROFILE
     from acir.passes.profile import profile_step
     from acir.pipeline.manager import PassManager
@@ -387,8 +387,8 @@ def _plan_sharded(module: Module, model, optimizer, batch, o: _Options) -> None:
     dist.broadcast_object_list(shared, src=0, group=o.distributed.group)
     module.analyses[PROFILE] = shared[0]
     module.header.pipeline.append(f"profile{{reps={o.profile_reps},warmup=1}}")
-    passes = build_pipeline("liveness") + [plan_pass] + build_pipeline("rewrite")
-    PassManager(passes, verify=o.verify).run(module)
+    PassManager(build_pipeline("liveness"), verify=o.verify).run(module)
+    plan_within(module, plan_pass, o.verify)
 
 
 def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
