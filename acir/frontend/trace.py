@@ -186,6 +186,16 @@ def _mark_backward_modules(loss, marks: list) -> None:
         todo.extend(nf for nf, _ in fn.next_functions)
 
 
+@contextlib.contextmanager
+def _no_fake_tensor_cache():
+    """``FakeTensorMode``'s dispatch cache off (it is shared by every mode, so a second capture
+    in one process hits what the first one cached)."""
+    import torch._dynamo.config as dynamo_config
+
+    with dynamo_config.patch(fake_tensor_cache_enabled=False):
+        yield
+
+
 def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None = None,
                phase: Phase = Phase()) -> TracedStep:
     """Trace ``loss_fn(model, batch).backward()`` (divided by ``phase.accumulate`` when accumulating,
@@ -254,7 +264,11 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
 
     try:
         with _module_marks(model, traced.module_marks):
-            traced.gm = make_fx(step, tracing_mode="fake")(*tensors)
+            # without torch's fake-tensor dispatch cache: a hit rebuilds each output of a
+            # multi-output op in its own storage, so outputs that share one (an LSTM's two
+            # bias gradients) would be recorded apart, unlike the op; the verifier refuses that
+            with _no_fake_tensor_cache():
+                traced.gm = make_fx(step, tracing_mode="fake")(*tensors)
     except CaptureError:
         raise
     except AssertionError as e:
