@@ -312,3 +312,32 @@ def test_numbers_that_do_not_fit_their_fields():
                for p in broken(_set(lambda m: m.header, revision=2 ** 32)))
     assert broken(_set(lambda m: m.header.provenance, accumulate=2 ** 63)) == [
         "header: provenance accumulate 9223372036854775808 does not fit 64 bits"]
+
+
+def test_a_meta_kernel_that_branches_on_the_device_is_asked_again_on_that_device():
+    """``_embedding_bag``'s meta kernel sizes ``max_indices`` by whether the offsets are on the CPU,
+    which a plain meta tensor cannot say: on meta tensors it gives [0], on the CPU (and under the
+    fake tensors capture uses) one per bag. A captured EmbeddingBag step verifies; a lie about
+    that output is still found."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    import acir
+    from acir.ir.graph import ValueRef
+
+    model = nn.Sequential(nn.EmbeddingBag(40, 16, mode="mean"), nn.Linear(16, 3))
+    batch = (torch.randint(0, 40, (8, 5)), torch.randint(0, 3, (8,)))
+    step = acir.compile(model, torch.optim.SGD(model.parameters(), lr=0.1), lambda m, b: nn.functional.cross_entropy(
+        m(b[0]), b[1]), batch, quiet=True)
+    m = step.module
+    assert problems(m) == []
+    bad = copy.deepcopy(m)
+    bag = next(n for n in bad.graph.nodes if n.op == "aten._embedding_bag.default")
+    last = bag.outputs[-1]
+    assert isinstance(last, ValueRef) and bad.graph.values[last.id].shape == (8,)
+    bad.graph.values[last.id].shape = (7,)
+    bad.graph.values[last.id].nbytes = 7 * 8
+    found = problems(bad)
+    assert any("shape [7]" in p for p in found), found

@@ -15,7 +15,10 @@ view or an in-place result, the very storage of the input it aliases. The annota
 what the memory simulator and every planner trust, and the text form lets a person edit
 them, so without this an edited size (or a shape with the same element count) would be
 planned with silently. Capture records exactly what the meta kernels say (it traces with
-fake tensors, which run them), so a captured graph re-derives to itself. Results are cached
+fake tensors, which run them), so a captured graph re-derives to itself. A meta kernel that
+branches on the device (a plain meta tensor has none; ``_embedding_bag`` sizes an output one
+way for CPU offsets, another for the rest) is asked again, for a node whose outputs disagree,
+on fake tensors of the recorded devices, as capture asked it. Results are cached
 per (op, input signature), which makes the optimizer's many same-shaped updates nearly free.
 An op that cannot run on meta (no meta kernel, a data-dependent result, an op torch does not
 know) is skipped and counted; an in-place op among them is still checked against its schema
@@ -441,7 +444,14 @@ def _rederive(m: Module) -> Rederivation:
         kind = result[0]
         if kind == "ok":
             rep.checked += 1
-            _compare(n, g, smap, seen, result[1], result[2], rep.problems)
+            found: list[str] = []
+            _compare(n, g, smap, seen, result[1], result[2], found)
+            if found:  # a meta kernel can answer for a device it does not know: ask as the capture did
+                again = _call_on_device(n, g, smap, numbers, torch)
+                if again is not None and again[0] == "ok":
+                    found = []
+                    _compare(n, g, smap, seen, again[1], again[2], found)
+            rep.problems.extend(found)
         elif kind == "refused":
             rep.checked += 1
             rep.problems.append(f"{_who(n)}: {n.op} refuses its inputs as the IR records them: {result[1]}")
@@ -521,6 +531,40 @@ def _run_node(n: Node, g: Graph, smap: dict[int, Storage], numbers: set[int], ba
     return ((*res, by_index) if res[0] == "ok" else res), 0
 
 
+def _call_on_device(n: Node, g: Graph, smap: dict[int, Storage], numbers: set[int], torch) -> tuple | None:
+    """What ``n``'s op gives on fake tensors of the recorded devices (as make_fx captured it), in
+    :func:`_call_meta`'s form with the index map; None when they cannot be built.
+
+    Plain meta tensors say nothing of the device, and some meta kernels branch on it
+    (``_embedding_bag`` sizes its ``max_indices`` one way for CPU offsets and another for the
+    rest), so a mismatch found on meta tensors is asked again this way before it is reported."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    local: dict[int, int] = {}
+    for a in [*n.args, *n.kwargs.values()]:
+        _signature(a, local, g, smap, numbers)
+    op = _resolve(n.op)
+    if op is None:
+        return None
+    mode = FakeTensorMode()
+    try:
+        with mode:
+            bases: dict[int, object] = {}
+            tensors: dict[int, object] = {}
+            for vid, k in local.items():
+                v = g.values[vid]
+                st = smap[v.storage]
+                device = st.device or "cpu"
+                if v.storage not in bases:
+                    bases[v.storage] = torch.empty(st.nbytes, dtype=torch.uint8, device=device).untyped_storage()
+                t = torch.empty(0, dtype=getattr(torch, v.dtype), device=device)
+                tensors[k] = t.set_(bases[v.storage], v.storage_offset, v.shape, v.strides)
+            res = _call_meta(op, n, local, tensors, torch, fake=True)
+    except Exception:  # noqa: BLE001 - no fake tensors for these values: the meta answer stands
+        return None
+    return (*res, {k: vid for vid, k in local.items()}) if res[0] == "ok" else res
+
+
 def _meta_tensor(v, smap: dict[int, Storage], torch):
     storage = torch.UntypedStorage(smap[v.storage].nbytes, device="meta")
     t = torch.empty(0, dtype=getattr(torch, v.dtype), device="meta")
@@ -532,14 +576,14 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:300]
 
 
-def _to_meta(a, local: dict[int, int], tensors: dict[int, object], torch):
+def _to_meta(a, local: dict[int, int], tensors: dict[int, object], torch, keep_devices: bool = False):
     if isinstance(a, ValueRef):
         k = local.get(a.id)
         return 0.5 if k is None else tensors[k]  # not local: a number input; its value does not shape anything
     if isinstance(a, list):
-        return [_to_meta(x, local, tensors, torch) for x in a]
+        return [_to_meta(x, local, tensors, torch, keep_devices) for x in a]
     if isinstance(a, Device):
-        return torch.device("meta")
+        return torch.device(a.name if keep_devices else "meta")
     if isinstance(a, (DType, Layout, MemoryFormat)):
         return getattr(torch, a.name)
     return a
@@ -554,10 +598,13 @@ _UNBOUND = ("expected at most", "is missing value for argument", "Expected a val
             "unexpected keyword argument", "Unknown keyword argument", "Declaration:")
 
 
-def _call_meta(op, n: Node, local: dict[int, int], tensors: dict[int, object], torch) -> tuple:
-    args = [_to_meta(a, local, tensors, torch) for a in n.args]
-    kwargs = {k: _to_meta(a, local, tensors, torch) for k, a in n.kwargs.items()}
-    if "device" not in kwargs and any(a.name == "device" and a.kwarg_only for a in op._schema.arguments):
+def _call_meta(op, n: Node, local: dict[int, int], tensors: dict[int, object], torch, fake: bool = False) -> tuple:
+    """Run ``op`` on meta tensors (or, with ``fake``, on fake tensors of the recorded devices,
+    inside their mode) and describe what it gives."""
+    args = [_to_meta(a, local, tensors, torch, keep_devices=fake) for a in n.args]
+    kwargs = {k: _to_meta(a, local, tensors, torch, keep_devices=fake) for k, a in n.kwargs.items()}
+    if not fake and "device" not in kwargs and any(a.name == "device" and a.kwarg_only
+                                                   for a in op._schema.arguments):
         kwargs["device"] = torch.device("meta")  # a factory op: never allocate real memory here
     try:
         with torch.no_grad():
@@ -581,7 +628,7 @@ def _call_meta(op, n: Node, local: dict[int, int], tensors: dict[int, object], t
             return None
         if isinstance(o, (list, tuple)):
             return [describe(x) for x in o]
-        if not isinstance(o, torch.Tensor) or o.device.type != "meta":
+        if not isinstance(o, torch.Tensor) or (o.device.type != "meta" and not fake):
             raise TypeError(type(o).__name__)
         cdata = o.untyped_storage()._cdata
         alias = storages.get(cdata, -1)
