@@ -390,3 +390,43 @@ def test_cli_captures_clipping_and_accumulation(tmp_path):
         assert r.returncode == 0 and b"bit-identical" in r.stderr, r.stderr.decode()
     r = cli("acir-capture", "mlp", "--accumulate", "0")
     assert r.returncode == 1 and b"--accumulate must be at least 1" in r.stderr
+
+
+def test_switching_modules_to_eval_and_back_is_captured_again():
+    """``model.eval()`` in the middle of training (dropout off, batch norm on its running
+    statistics, as some loops do for a phase) and ``model.train()`` later, and a norm layer
+    frozen in eval mode while the rest trains: each mode pattern is its own graph. (The step
+    kept running the train-mode graph before, silently.)"""
+    def switch(k, mine, ref):
+        for m, _ in (mine, ref):
+            if k == 2:
+                m.eval()
+            elif k == 5:
+                m.train()
+            elif k == 7:
+                m.norm.eval()
+
+    step = run_both(lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2), between=switch)
+    assert step.captures >= 3
+
+
+def test_a_hook_registered_after_compiling_is_refused_at_the_next_call():
+    (model, opt), _ = twins(lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
+    batches = make_batches(2)
+    step = acir.compile(model, opt, loss_fn, batches[0], quiet=True)
+    step(batches[0])
+    handle = model.fc1.register_forward_hook(lambda mod, args, out: out * 2)
+    with pytest.raises(CaptureError, match="fc1 .*forward hooks"):
+        step(batches[1])
+    handle.remove()
+    step(batches[1])
+
+
+def test_an_optimizer_parameter_replaced_in_the_model_is_refused():
+    (model, opt), _ = twins(lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
+    batches = make_batches(2)
+    step = acir.compile(model, opt, loss_fn, batches[0], quiet=True)
+    step(batches[0])
+    model.fc2.weight = nn.Parameter(model.fc2.weight.detach().clone())
+    with pytest.raises(CaptureError, match="not in the model"):
+        step(batches[1])

@@ -25,8 +25,9 @@ A :class:`Step` holds one captured graph per *signature* of a call, and captures
   an epoch, another sequence length, ``(x, 3.0)`` after ``(x, 1.0)``: a number in the batch
   is never baked in silently). A batch of another structure, dtype or device is an error;
 * the optimizer's branch decisions (:mod:`acir.frontend.optim`): weight decay on or off,
-  a first momentum step, RAdam's rectification ...; and which parameters train
-  (``requires_grad``).
+  a first momentum step, RAdam's rectification ...; which parameters train
+  (``requires_grad``); and which modules are in training mode (``model.eval()`` turns
+  dropout off and batch norm onto its running statistics: another graph).
 
 Everything else a loop changes between calls is read at every call: the hyper-parameters
 of every param group are ``HYPERPARAM`` inputs of the graph (so every scheduler, parameter
@@ -39,7 +40,9 @@ captured (``quiet=True`` silences it).
 What cannot be honoured is refused when compiling, with one sentence: an optimizer acir
 does not reproduce, or one configured in a way it does not (:mod:`acir.frontend.optim`),
 hooks that the capture would drop (module forward/backward hooks, tensor hooks on
-parameters, optimizer step hooks), a model without parameters.
+parameters, optimizer step hooks), a model without parameters. A hook registered after
+compiling is refused at the next call, and so is an optimizer parameter the model no longer
+holds (one replaced by a new ``nn.Parameter``).
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ class Step:
         self._structure = _structure(example_batch)
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
         self._last: _Graph | None = None
+        self._hooks_checked_at = -1  # _hook_stamp() when the model last passed _check_hooks
         self._updated: frozenset[str] | None = None      # what the last capture updated ...
         self._trainable: tuple[bool, ...] | None = None  # ... with these parameters trainable
         self.captures = 0
@@ -156,6 +160,10 @@ class Step:
     # -- a call ------------------------------------------------------------------------
 
     def __call__(self, batch) -> Any:
+        stamp = _hook_stamp()
+        if stamp != self._hooks_checked_at:  # a hook registered since compiling would silently not run
+            _check_hooks(self.model)
+            self._hooks_checked_at = stamp
         sig, updates = self._signature_and_updates(batch)
         g = self._graphs.get(sig)
         if g is None:
@@ -210,7 +218,8 @@ class Step:
         else:  # no update in this micro-batch: the optimizer is not touched
             updates = Updates(self._rule, [])
         leaves = torch.utils._pytree.tree_leaves(batch)
-        sig = (tuple(_leaf_key(x) for x in leaves), trainable, updates.signature(), phase)
+        modes = tuple(m.training for m in self.model.modules())  # model.eval(): dropout off, running statistics
+        sig = (tuple(_leaf_key(x) for x in leaves), trainable, updates.signature(), phase, modes)
         return sig, updates
 
     def _structure_error(self, got: tuple) -> str:
@@ -293,7 +302,8 @@ def _what_changed(sig: tuple, others: list[tuple]) -> str:
         return "a step"
     near = max(others, key=lambda o: sum(a == b for a, b in zip(sig, o)))
     parts = ["a new batch shape or batch value", "a new set of trainable parameters",
-             "a new optimizer decision (a first momentum step, a switched branch ...)", "another micro-batch phase"]
+             "a new optimizer decision (a first momentum step, a switched branch ...)", "another micro-batch phase",
+             "modules switched between train() and eval()"]
     return " and ".join(p for p, a, b in zip(parts, sig, near) if a != b) or "a step"
 
 
@@ -450,6 +460,15 @@ def _distributed_setup(kind: str | None, process_group, bucket_cap_mb, model, op
     _sync_module_states(module=model, process_group=group, broadcast_bucket_size=250 * 1024 * 1024, src=0,
                         params_and_buffers_to_ignore=set())
     return _Distributed(kind, group, dist.get_world_size(group), dist.get_rank(group), int(bucket_cap_mb * 2**20))
+
+
+def _hook_stamp() -> int:
+    """torch's count of hook handles ever made (every module and tensor hook takes one): when it
+    has not moved since the last check, no hook can have been registered (the check costs about
+    1 ms on ResNet-152, this nothing)."""
+    from torch.utils.hooks import RemovableHandle
+
+    return RemovableHandle.next_id
 
 
 def _check_hooks(model) -> None:

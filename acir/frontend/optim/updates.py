@@ -56,7 +56,12 @@ def plan_updates(model, opt, rule: Rule, only: set[str] | None = None) -> Update
         for p in group["params"]:
             if not p.requires_grad:
                 continue
-            name = names[id(p)]
+            name = names.get(id(p))
+            if name is None:
+                from acir.errors import CaptureError
+
+                raise CaptureError(f"{type(opt).__name__} holds a parameter that is not in the model (was one "
+                                   "replaced since compiling?); give the optimizer the model's own parameters")
             if only is not None and name not in only:
                 continue
             state = opt.state[p] if p in opt.state else {}  # opt.state is a defaultdict: do not add entries
