@@ -430,3 +430,45 @@ def test_an_optimizer_parameter_replaced_in_the_model_is_refused():
     model.fc2.weight = nn.Parameter(model.fc2.weight.detach().clone())
     with pytest.raises(CaptureError, match="not in the model"):
         step(batches[1])
+
+
+class _PythonRandomDepth(Net):
+    """Stochastic depth written with Python's generator: a branch a graph would bake in."""
+
+    def forward(self, x):
+        import random
+
+        h = torch.relu(self.norm(self.fc1(x)))
+        if random.random() < 0.5:
+            h = h * 0.5
+        return self.fc2(h)
+
+
+class _CountingForward(Net):
+    """A counter the forward increments and reads (warm-up by call count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x) * (0.5 if self.calls < 3 else 1.0)
+
+
+class _BranchOnValue(Net):
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(h if h.sum() > 0 else -h)
+
+
+@pytest.mark.parametrize("cls, words", [(_PythonRandomDepth, "draws from Python's random module"),
+                                        (_CountingForward, "the forward changes the model's calls"),
+                                        (_BranchOnValue, "decides something from a tensor's values")])
+def test_what_a_graph_would_bake_in_is_refused(cls, words):
+    """Eagerly these differ from call to call; a captured graph would repeat its traced choice."""
+    torch.manual_seed(0)
+    model = cls()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(CaptureError, match=words):
+        acir.compile(model, opt, loss_fn, make_batches(1)[0], quiet=True)

@@ -40,7 +40,9 @@ captured (``quiet=True`` silences it).
 What cannot be honoured is refused when compiling, with one sentence: an optimizer acir
 does not reproduce, or one configured in a way it does not (:mod:`acir.frontend.optim`),
 hooks that the capture would drop (module forward/backward hooks, tensor hooks on
-parameters, optimizer step hooks), a model without parameters. A hook registered after
+parameters, optimizer step hooks), a step whose Python side the graph would bake in (a draw
+from Python's or NumPy's generator, a module attribute the forward changes, a branch on a
+tensor's value: :mod:`acir.frontend.trace`), a model without parameters. A hook registered after
 compiling is refused at the next call, and so is an optimizer parameter the model no longer
 holds (one replaced by a new ``nn.Parameter``).
 """

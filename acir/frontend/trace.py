@@ -186,6 +186,52 @@ def _mark_backward_modules(loss, marks: list) -> None:
         todo.extend(nf for nf, _ in fn.next_functions)
 
 
+#: Plain attribute types a module's Python state is compared in (see _host_state_unchanged).
+_PLAIN = (bool, int, float, str)
+
+
+def _host_state(model) -> tuple[dict, dict]:
+    """What a traced step cannot replay: the draws of Python's and NumPy's generators, and
+    every module's plain Python attributes (numbers, flags, strings)."""
+    import random
+
+    rngs: dict = {"random": random.getstate()}
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        rngs["numpy"] = (kind, keys.tobytes(), pos, has_gauss, gauss)
+    except ImportError:  # pragma: no cover - numpy comes with torch's wheels
+        pass
+    attrs = {(name, k): v for name, m in model.named_modules() for k, v in vars(m).items()
+             if isinstance(v, _PLAIN) and not isinstance(v, type)}
+    return rngs, attrs
+
+
+@contextlib.contextmanager
+def _host_state_unchanged(model):
+    """Refuse a step whose Python side changes while it is traced: it runs once, while tracing,
+    and the graph replays only its tensor ops, so a branch on ``random.random()`` (stochastic
+    depth written in Python) or on a counter the forward increments would be baked in."""
+    rngs, attrs = _host_state(model)
+    yield
+    rngs_after, attrs_after = _host_state(model)
+    for name in rngs:
+        if rngs_after.get(name) != rngs[name]:
+            lib = "Python's random module" if name == "random" else "NumPy's global generator"
+            raise CaptureError(f"the training step draws from {lib}; a captured graph replays only tensor ops, "
+                               "so the draw (and any branch on it) would be the same at every call: draw with "
+                               "torch (torch.rand, torch.bernoulli, nn.Dropout) inside the model instead")
+    for (where, key), before in attrs.items():
+        after = attrs_after.get((where, key), before)
+        if after != before:
+            what = f"{where}.{key}" if where else f"the model's {key}"
+            raise CaptureError(f"the forward changes {what} ({before!r} -> {after!r}); a "
+                               "captured graph replays only tensor ops, so anything it decides from that "
+                               "attribute would be fixed at its traced value: keep such state in a buffer "
+                               "(register_buffer), or change it outside the step")
+
+
 @contextlib.contextmanager
 def _no_fake_tensor_cache():
     """``FakeTensorMode``'s dispatch cache off (it is shared by every mode, so a second capture
@@ -267,7 +313,7 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
             # without torch's fake-tensor dispatch cache: a hit rebuilds each output of a
             # multi-output op in its own storage, so outputs that share one (an LSTM's two
             # bias gradients) would be recorded apart, unlike the op; the verifier refuses that
-            with _no_fake_tensor_cache():
+            with _no_fake_tensor_cache(), _host_state_unchanged(model):
                 traced.gm = make_fx(step, tracing_mode="fake")(*tensors)
     except CaptureError:
         raise
@@ -281,9 +327,20 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
                            "would bake its value in and not see it change, so register it as a buffer of the "
                            "model (module.register_buffer) or pass it in the batch") from e
     except Exception as e:
+        if "data-dependent" in str(e) or type(e).__name__ == "GuardOnDataDependentSymNode":
+            raise CaptureError("the step decides something from a tensor's values (a Python `if` on a tensor, "
+                               "`.item()`, `.tolist()`, a size that depends on the data); a captured graph "
+                               "fixes every such decision, so it cannot be traced: express it with tensor ops "
+                               "(torch.where, masking) (run with --traceback for where; torch said: "
+                               f"{_first_line(e)})") from e
         raise CaptureError(f"the training step could not be traced: {type(e).__name__}: {e}".rstrip()
                            + " (run with --traceback for where)") from e
     return traced
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def _clip(model, max_norm: float):
