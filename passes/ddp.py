@@ -20,6 +20,12 @@ region (``COMMUNICATION``) and role (``COMM_BUFFER``), placed as DDP places them
   acir holds one or two at a time, and the simulator counts exactly those bytes.
 * Each parameter's optimizer update then runs after its bucket's copy (the
   ``interleave-optimizer`` schedule again, when the step was interleaved).
+* With ``reduce=false``, gradients are left alone: a micro-batch of gradient accumulation
+  that does not step, as DDP runs one under ``no_sync()``. The micro-batch that steps then
+  averages the accumulated gradients, which is what DDP's reducer sends after ``no_sync``.
+  DDP broadcasts buffers only before a forward that follows a synchronised one (its
+  ``require_forward_param_sync``), so in such a loop only each cycle's first micro-batch
+  broadcasts (``broadcast-buffers=false`` for the others).
 
 The averaged gradient is the same tensor, bit for bit, as DDP's: the same ``1/world``
 multiplication before the same sum. Parameters are not broadcast here: DDP does that once,
@@ -140,6 +146,8 @@ class DataParallel(Pass):
     group: str = field(default="0", metadata={"help": "name of the process group (the default group is \"0\")"})
     broadcast_buffers: bool = field(default=True, metadata={"help": "broadcast module buffers from rank 0 "
                                                                     "before the forward, as DDP does"})
+    reduce: bool = field(default=True, metadata={"help": "average the gradients (false: a micro-batch run under "
+                                                         "DDP's no_sync(), which only broadcasts buffers)"})
 
     def run(self, module: Module) -> PassResult:
         from acir.analysis.budget import parse_budget
@@ -157,7 +165,7 @@ class DataParallel(Pass):
         _optimizer_last(g)
         b = _Builder(g)
         broadcasts = self._broadcast_buffers(g, b) if self.broadcast_buffers else 0
-        buckets = self._average_gradients(g, b, budget.bytes)
+        buckets = self._average_gradients(g, b, budget.bytes) if self.reduce else []
         if interleaved:
             interleave(g)
         for key in (PROFILE, LIVENESS, PLAN):  # computed for the single-process graph

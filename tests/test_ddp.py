@@ -167,3 +167,63 @@ def test_ranks_that_captured_different_steps_are_refused_at_the_first_step(tmp_p
     results = run_ranks({"fault": "buckets"}, tmp_path, _fault_worker, timeout=120)
     for r in results:
         assert r.startswith("RunError") and "captured different steps" in r, r
+
+
+def _accumulate_worker(rank: int, port: int, case: dict, out: str) -> None:
+    """Gradient accumulation as users write it with DDP: ``no_sync()`` for the micro-batches
+    that do not step, a synchronised backward on the one that does."""
+    import torch.distributed as dist
+
+    import acir
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    k_acc, clip = case["accumulate"], case.get("clip")
+    try:
+        dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
+        torch.manual_seed(rank)
+        model = Net()
+        ref = copy.deepcopy(model)
+        ddp = torch.nn.parallel.DistributedDataParallel(ref)
+        opt, ref_opt = case["optimizer"](model.parameters()), case["optimizer"](ref.parameters())
+        step = acir.compile(model, opt, loss_fn, _batch(rank, 0), distributed="ddp", accumulate=k_acc,
+                            budget=case.get("budget"), clip_grad_norm=clip, quiet=True, profile_reps=1)
+        for k in range(3 * k_acc):
+            b = _batch(rank, k)
+            torch.manual_seed(7 + 100 * rank + k)
+            got = step(b)
+            torch.manual_seed(7 + 100 * rank + k)
+            last = (k + 1) % k_acc == 0
+            if last:
+                want = loss_fn(ddp, b)
+                (want / k_acc).backward()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(ddp.parameters(), clip)
+                ref_opt.step()
+                ref_opt.zero_grad(set_to_none=True)
+            else:
+                with ddp.no_sync():
+                    want = loss_fn(ddp, b)
+                    (want / k_acc).backward()
+            assert torch.equal(got, want.detach()), f"micro-batch {k}: loss {got.item()} vs {want.item()}"
+            for (n, a), b_ in zip(model.state_dict().items(), ref.state_dict().values()):
+                assert torch.equal(a, b_), f"micro-batch {k}: {n} differs"
+            for (n, p), q in zip(model.named_parameters(), ref.parameters()):
+                assert (p.grad is None) == (q.grad is None), f"micro-batch {k}: {n}.grad"
+                assert p.grad is None or torch.equal(p.grad, q.grad), f"micro-batch {k}: {n}.grad differs"
+        with open(out, "w") as f:
+            f.write("ok")
+    except BaseException:
+        with open(out, "w") as f:
+            f.write(traceback.format_exc())
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("case", [{"optimizer": _sgd, "accumulate": 3},
+                                  {"optimizer": _adamw, "accumulate": 2, "clip": 0.5, "budget": "95%"}],
+                         ids=["sgd-3", "adamw-2-clip-budget"])
+def test_gradient_accumulation_matches_ddp_with_no_sync(case, tmp_path):
+    results = run_ranks(case, tmp_path, _accumulate_worker)
+    assert results == ["ok"] * WORLD, "\n".join(results)

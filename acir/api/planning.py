@@ -123,5 +123,6 @@ def _group_of(module: Module):
     """The process group the module's collectives name."""
     import torch.distributed as dist
 
-    name = next(n.args[2] for n in module.graph.nodes if n.op == "_c10d_functional.all_reduce_.default")
+    name = next(n.args[2] for n in module.graph.nodes  # (buffer, op or source rank, group, ...)
+                if n.op in ("_c10d_functional.all_reduce_.default", "_c10d_functional.broadcast_.default"))
     return dist.distributed_c10d._resolve_process_group(name) if name != dist.group.WORLD.group_name else None

@@ -269,7 +269,9 @@ class Step:
                                                  o.clip_grad_norm, updates=updates, phase=phase)
         apply_schedule(module, o.schedule)
         if o.distributed is not None:
-            _make_data_parallel(module, o.distributed)
+            # DDP broadcasts buffers before a forward that follows a synchronised one: with
+            # no_sync() accumulation, before each cycle's first micro-batch only
+            _make_data_parallel(module, o.distributed, reduce=phase.steps, broadcast=not phase.carried)
         if o.verify:
             from acir.ir.verify import verify
 
@@ -309,8 +311,9 @@ def _what_changed(sig: tuple, others: list[tuple]) -> str:
     return " and ".join(p for p, a, b in zip(parts, sig, near) if a != b) or "a step"
 
 
-def _make_data_parallel(module: Module, d: _Distributed) -> None:
-    """Run the ``ddp`` or ``fsdp`` pass for this process group (recorded in the header's pipeline)."""
+def _make_data_parallel(module: Module, d: _Distributed, reduce: bool = True, broadcast: bool = True) -> None:
+    """Run the ``ddp`` or ``fsdp`` pass for this process group (recorded in the header's pipeline);
+    ``reduce=False``: a micro-batch that does not step, as DDP runs it under ``no_sync()``."""
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import instantiate
     from acir.pipeline.syntax import PassSpec
@@ -319,7 +322,9 @@ def _make_data_parallel(module: Module, d: _Distributed) -> None:
         spec = PassSpec("fsdp", {"world": str(d.world), "rank": str(d.rank), "group": d.group.group_name,
                                  "blocks": " ".join(d.blocks)})
     else:
-        spec = PassSpec("ddp", {"world": str(d.world), "bucket": str(d.bucket_bytes), "group": d.group.group_name})
+        spec = PassSpec("ddp", {"world": str(d.world), "bucket": str(d.bucket_bytes), "group": d.group.group_name,
+                                "reduce": "true" if reduce else "false",
+                                "broadcast-buffers": "true" if broadcast else "false"})
     PassManager([instantiate(spec)]).run(module)
 
 
@@ -514,7 +519,8 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
     (``process_group``, default the world), the step is one rank of data-parallel training
     that equals ``DistributedDataParallel(model)`` with its defaults (``bucket_cap_mb``):
     parameters and buffers are broadcast from rank 0 now, buffers again before each forward,
-    and gradients averaged across ranks in DDP's buckets (the ``ddp`` pass). With
+    and gradients averaged across ranks in DDP's buckets (the ``ddp`` pass); with
+    ``accumulate=K``, as DDP under ``no_sync()`` for all but every K-th micro-batch. With
     ``distributed="fsdp"`` it equals FSDP2, ``fully_shard`` applied to every repeated block and
     to the root: the model's parameters are sharded in place now, as DTensors exactly as
     ``fully_shard`` leaves them (the optimizer is pointed at them), and each call all-gathers
@@ -563,9 +569,9 @@ def compile(model, optimizer, loss_fn: Callable[[Any, Any], Any], example_batch,
                              f"{' ...' if len(loose) > 3 else ''}): eagerly, zero_grad never clears their .grad, so "
                              "clip_grad_norm_(model.parameters()) would count their ever-growing gradients; freeze "
                              "them (requires_grad_(False)) or give them to the optimizer")
-    if distributed is not None and accumulate > 1:
-        raise UsageError(f"accumulate > 1 with distributed=\"{distributed}\" is not supported yet (no_sync "
-                         "semantics); accumulate in your loop with one compiled step per micro-batch size instead")
+    if distributed == "fsdp" and accumulate > 1:
+        raise UsageError("accumulate > 1 with distributed=\"fsdp\" is not supported yet (FSDP2 reduce-scatters "
+                         "every micro-batch unless told not to); accumulate without fsdp for now")
     if distributed == "fsdp" and clip_grad_norm is not None:
         raise UsageError("clip_grad_norm with distributed=\"fsdp\" is not supported yet (the total norm of sharded "
                          "gradients is all-reduced across ranks as DTensor computes it); clip without fsdp for now")
