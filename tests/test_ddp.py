@@ -52,37 +52,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, case: dict, out: str) -> None:
+def _as_rank(rank: int, port: int, out: str, body) -> None:
+    """Join the 2-rank gloo group, run ``body()``, and write "ok" or the traceback to ``out``."""
     import torch.distributed as dist
-
-    import acir
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
         dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
-        torch.manual_seed(rank)  # different starts on each rank: DDP (and acir) broadcast rank 0's
-        model = Net()
-        ref = copy.deepcopy(model)
-        ddp = torch.nn.parallel.DistributedDataParallel(ref)
-        make = case["optimizer"]
-        opt, ref_opt = make(model.parameters()), make(ref.parameters())
-        step = acir.compile(model, opt, loss_fn, _batch(rank, 0), distributed="ddp", budget=case.get("budget"),
-                            quiet=True, profile_reps=1, clip_grad_norm=case.get("clip"))
-        for k in range(STEPS):
-            # a smaller last batch, of another size on each rank: each captures again, on its own
-            b = _batch(rank, k, 16 if k < STEPS - 1 else 10 + 2 * rank)
-            torch.manual_seed(7 + 100 * rank + k)
-            got = step(b)
-            torch.manual_seed(7 + 100 * rank + k)
-            ref_opt.zero_grad(set_to_none=True)
-            want = loss_fn(ddp, b)
-            want.backward()
-            if case.get("clip"):
-                torch.nn.utils.clip_grad_norm_(ddp.parameters(), case["clip"])
-            ref_opt.step()
-            assert torch.equal(got, want.detach()), f"step {k}: loss {got.item()} vs {want.item()}"
-            for (n, a), b_ in zip(model.state_dict().items(), ref.state_dict().values()):
-                assert torch.equal(a, b_), f"step {k}: {n} differs"
+        body()
         with open(out, "w") as f:
             f.write("ok")
     except BaseException:
@@ -92,6 +69,38 @@ def _worker(rank: int, port: int, case: dict, out: str) -> None:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _worker(rank: int, port: int, case: dict, out: str) -> None:
+    _as_rank(rank, port, out, lambda: _train_beside_ddp(rank, case))
+
+
+def _train_beside_ddp(rank: int, case: dict) -> None:
+    import acir
+
+    torch.manual_seed(rank)  # different starts on each rank: DDP (and acir) broadcast rank 0's
+    model = Net()
+    ref = copy.deepcopy(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(ref)
+    make = case["optimizer"]
+    opt, ref_opt = make(model.parameters()), make(ref.parameters())
+    step = acir.compile(model, opt, loss_fn, _batch(rank, 0), distributed="ddp", budget=case.get("budget"),
+                        quiet=True, profile_reps=1, clip_grad_norm=case.get("clip"))
+    for k in range(STEPS):
+        # a smaller last batch, of another size on each rank: each captures again, on its own
+        b = _batch(rank, k, 16 if k < STEPS - 1 else 10 + 2 * rank)
+        torch.manual_seed(7 + 100 * rank + k)
+        got = step(b)
+        torch.manual_seed(7 + 100 * rank + k)
+        ref_opt.zero_grad(set_to_none=True)
+        want = loss_fn(ddp, b)
+        want.backward()
+        if case.get("clip"):
+            torch.nn.utils.clip_grad_norm_(ddp.parameters(), case["clip"])
+        ref_opt.step()
+        assert torch.equal(got, want.detach()), f"step {k}: loss {got.item()} vs {want.item()}"
+        for (n, a), b_ in zip(model.state_dict().items(), ref.state_dict().values()):
+            assert torch.equal(a, b_), f"step {k}: {n} differs"
 
 
 def run_ranks(case: dict, tmp_path, target=_worker, timeout: float = 240.0) -> list[str]:
@@ -170,55 +179,45 @@ def test_ranks_that_captured_different_steps_are_refused_at_the_first_step(tmp_p
 
 
 def _accumulate_worker(rank: int, port: int, case: dict, out: str) -> None:
+    _as_rank(rank, port, out, lambda: _accumulate_beside_ddp(rank, case))
+
+
+def _accumulate_beside_ddp(rank: int, case: dict) -> None:
     """Gradient accumulation as users write it with DDP: ``no_sync()`` for the micro-batches
     that do not step, a synchronised backward on the one that does."""
-    import torch.distributed as dist
-
     import acir
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     k_acc, clip = case["accumulate"], case.get("clip")
-    try:
-        dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
-        torch.manual_seed(rank)
-        model = Net()
-        ref = copy.deepcopy(model)
-        ddp = torch.nn.parallel.DistributedDataParallel(ref)
-        opt, ref_opt = case["optimizer"](model.parameters()), case["optimizer"](ref.parameters())
-        step = acir.compile(model, opt, loss_fn, _batch(rank, 0), distributed="ddp", accumulate=k_acc,
-                            budget=case.get("budget"), clip_grad_norm=clip, quiet=True, profile_reps=1)
-        for k in range(3 * k_acc):
-            b = _batch(rank, k)
-            torch.manual_seed(7 + 100 * rank + k)
-            got = step(b)
-            torch.manual_seed(7 + 100 * rank + k)
-            last = (k + 1) % k_acc == 0
-            if last:
+    torch.manual_seed(rank)
+    model = Net()
+    ref = copy.deepcopy(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(ref)
+    opt, ref_opt = case["optimizer"](model.parameters()), case["optimizer"](ref.parameters())
+    step = acir.compile(model, opt, loss_fn, _batch(rank, 0), distributed="ddp", accumulate=k_acc,
+                        budget=case.get("budget"), clip_grad_norm=clip, quiet=True, profile_reps=1)
+    for k in range(3 * k_acc):
+        b = _batch(rank, k)
+        torch.manual_seed(7 + 100 * rank + k)
+        got = step(b)
+        torch.manual_seed(7 + 100 * rank + k)
+        last = (k + 1) % k_acc == 0
+        if last:
+            want = loss_fn(ddp, b)
+            (want / k_acc).backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(ddp.parameters(), clip)
+            ref_opt.step()
+            ref_opt.zero_grad(set_to_none=True)
+        else:
+            with ddp.no_sync():
                 want = loss_fn(ddp, b)
                 (want / k_acc).backward()
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(ddp.parameters(), clip)
-                ref_opt.step()
-                ref_opt.zero_grad(set_to_none=True)
-            else:
-                with ddp.no_sync():
-                    want = loss_fn(ddp, b)
-                    (want / k_acc).backward()
-            assert torch.equal(got, want.detach()), f"micro-batch {k}: loss {got.item()} vs {want.item()}"
-            for (n, a), b_ in zip(model.state_dict().items(), ref.state_dict().values()):
-                assert torch.equal(a, b_), f"micro-batch {k}: {n} differs"
-            for (n, p), q in zip(model.named_parameters(), ref.parameters()):
-                assert (p.grad is None) == (q.grad is None), f"micro-batch {k}: {n}.grad"
-                assert p.grad is None or torch.equal(p.grad, q.grad), f"micro-batch {k}: {n}.grad differs"
-        with open(out, "w") as f:
-            f.write("ok")
-    except BaseException:
-        with open(out, "w") as f:
-            f.write(traceback.format_exc())
-        raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        assert torch.equal(got, want.detach()), f"micro-batch {k}: loss {got.item()} vs {want.item()}"
+        for (n, a), b_ in zip(model.state_dict().items(), ref.state_dict().values()):
+            assert torch.equal(a, b_), f"micro-batch {k}: {n} differs"
+        for (n, p), q in zip(model.named_parameters(), ref.parameters()):
+            assert (p.grad is None) == (q.grad is None), f"micro-batch {k}: {n}.grad"
+            assert p.grad is None or torch.equal(p.grad, q.grad), f"micro-batch {k}: {n}.grad differs"
 
 
 @pytest.mark.parametrize("case", [{"optimizer": _sgd, "accumulate": 3},
