@@ -46,6 +46,22 @@ class InfeasibleBudget(AcirError):
         self.budget_bytes, self.floor_bytes, self.planner = budget_bytes, floor_bytes, planner
 
 
+class RewriteOverBudget(InfeasibleBudget):
+    """Every plan fit the budget, but each rewritten step's simulated peak stayed above it (the
+    rewrite kept alive what the plans did not price); ``floor_bytes`` is the lowest such peak
+    reached, not the lowest reachable."""
+
+    def __init__(self, budget_bytes: int, lowest_bytes: int, planner: str, plans: int) -> None:
+        from acir.units import format_bytes
+
+        AcirError.__init__(self, f"{planner}: after {plans} plans, each rewritten step's simulated peak is above the "
+                                 f"budget {format_bytes(budget_bytes)} ({budget_bytes} B): the rewrite keeps alive "
+                                 "what the plans did not price; the lowest peak reached was "
+                                 f"{format_bytes(lowest_bytes)} ({lowest_bytes} B): ask for at least that (plans "
+                                 "differ with the budget, so this is not a floor, and a lower budget may fit too)")
+        self.budget_bytes, self.floor_bytes, self.planner = budget_bytes, lowest_bytes, planner
+
+
 class PassFailed(AcirError):
     """A pass cannot do what was asked of it on this input, for the reason its message states
     (a plan made for another graph, a model it cannot rebuild, a missing option value)."""

@@ -151,8 +151,11 @@ def _fault_worker(rank: int, port: int, case: dict, out: str) -> None:
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
         # another bucket size on rank 1: other collectives (other batch sizes per rank are fine, as in DDP)
         cap = 0.0001 if (rank == 1 and case["fault"] == "buckets") else 25
-        step = acir.compile(model, opt, loss_fn, _batch(rank, 0, 16), distributed="ddp", quiet=True,
-                            bucket_cap_mb=cap)
+        # a budget in bytes that rank 0's batch of 16 fits and rank 1's batch of 256 does not
+        budget = "30KiB" if case["fault"] == "budget" else None
+        size = 256 if (rank == 1 and case["fault"] == "budget") else 16
+        step = acir.compile(model, opt, loss_fn, _batch(rank, 0, size), distributed="ddp", quiet=True,
+                            bucket_cap_mb=cap, budget=budget, profile_reps=1)
         if rank == 1 and case["fault"] == "die":
             os._exit(3)  # a rank that dies between steps
         step(_batch(rank, 1, 16))
@@ -226,3 +229,11 @@ def _accumulate_beside_ddp(rank: int, case: dict) -> None:
 def test_gradient_accumulation_matches_ddp_with_no_sync(case, tmp_path):
     results = run_ranks(case, tmp_path, _accumulate_worker)
     assert results == ["ok"] * WORLD, "\n".join(results)
+
+
+def test_a_budget_one_rank_cannot_meet_fails_every_rank_at_once(tmp_path):
+    """Each rank resolves a budget against its own step (its batch, its shards): when one cannot
+    meet it, the others must not wait for it in the next collective."""
+    results = run_ranks({"fault": "budget"}, tmp_path, _fault_worker, timeout=120)
+    assert results[1].startswith("InfeasibleBudget"), results[1]
+    assert results[0].startswith("RunError: rank 0 of 2: rank 1 could not plan the step (InfeasibleBudget"), results[0]

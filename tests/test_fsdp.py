@@ -360,7 +360,7 @@ def test_a_budget_holds_after_the_rewrite(budget):
             step = acir.compile(model, opt, loss_fn, b, distributed="fsdp", budget=budget, quiet=True,
                                 profile_reps=1)
         except InfeasibleBudget as e:
-            assert "checked after the rewrite" in str(e) or "mutwo:" in str(e)
+            assert str(e).startswith("mutwo:")  # the plan cannot fit, or no rewritten step did (RewriteOverBudget)
             return
     live = step.module.analyses[LIVENESS]
     target = parse_budget(budget).resolve(live.persistent_bytes, step.plan.no_ac_peak_bytes)  # as the planner does

@@ -74,10 +74,11 @@ def plan_within(module: Module, plan_pass, verify: bool) -> None:
     docs/fsdp.md). Then the plan is made again from the module as it was, to the budget minus
     the overshoot (twice it the second time, and so on), at most :data:`TIGHTENINGS` times;
     the plan block records the budget the last plan was made to. A budget that still cannot
-    be met raises InfeasibleBudget stating the lowest simulated peak reached."""
+    be met raises RewriteOverBudget (an InfeasibleBudget) stating the lowest simulated peak
+    reached, which is not a floor: plans differ with the budget."""
     import copy
 
-    from acir.errors import InfeasibleBudget
+    from acir.errors import InfeasibleBudget, RewriteOverBudget
     from acir.ir.analyses import LIVENESS, PLAN
     from acir.passes.planner_base import FixedPlanner
     from acir.pipeline.manager import PassManager
@@ -86,6 +87,7 @@ def plan_within(module: Module, plan_pass, verify: bool) -> None:
     pristine = copy.deepcopy(module)
     target = None
     lowest = None
+    plans = 0
     for attempt in range(TIGHTENINGS + 1):
         try:
             PassManager([plan_pass] + build_pipeline("rewrite"), verify=verify).run(module)
@@ -93,6 +95,7 @@ def plan_within(module: Module, plan_pass, verify: bool) -> None:
             if target is None:
                 raise
             break  # a tightened budget below the planner's floor: the budget asked is what failed
+        plans += 1
         plan, peak = module.analyses[PLAN], module.analyses[LIVENESS].simulated_peak_bytes
         target = plan.budget_bytes if target is None else target
         lowest = peak if lowest is None else min(lowest, peak)
@@ -106,7 +109,7 @@ def plan_within(module: Module, plan_pass, verify: bool) -> None:
         fresh = copy.deepcopy(pristine)
         module.header, module.graph, module.analyses = fresh.header, fresh.graph, fresh.analyses
         plan_pass = type(plan_pass)(**{**_options(plan_pass), "budget": f"{asked}B"})
-    raise InfeasibleBudget(target, lowest, f"{plan_pass.name} (checked after the rewrite)")
+    raise RewriteOverBudget(target, lowest, plan_pass.name, plans)
 
 
 def _options(p) -> dict:

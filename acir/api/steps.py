@@ -55,7 +55,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from acir.errors import CaptureError, RunError, UsageError
+from acir.errors import AcirError, CaptureError, RunError, UsageError
 from acir.frontend.optim import mark_stepped
 from acir.frontend.step import SCHEDULES
 from acir.ir.analyses import PLAN
@@ -276,12 +276,19 @@ class Step:
             from acir.ir.verify import verify
 
             verify(module)
-        if o.budget is not None and sharded:
-            _plan_sharded(module, self.model, self.optimizer, batch, o)
-        elif o.budget is not None:
-            plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
-                             o.verify, same_times_on_every_rank=together)
+        failed: AcirError | None = None
+        try:
+            if o.budget is not None and sharded:
+                _plan_sharded(module, self.model, self.optimizer, batch, o)
+            elif o.budget is not None:
+                plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
+                                 o.verify, same_times_on_every_rank=together)
+        except AcirError as e:
+            if o.distributed is None or not together:
+                raise
+            failed = e  # the other ranks must hear of it, or they would wait for this one
         if o.distributed is not None and together:
+            _every_rank_planned(failed, o.distributed)
             _same_graph_on_every_rank(module, o.distributed)
         g = _Graph(module, BoundStep(module, self.model, self.optimizer), frozenset(updated_parameters(module)),
                    tuple(traced.grad_names), time.perf_counter() - t0)
@@ -406,6 +413,22 @@ def _plan_sharded(module: Module, model, optimizer, batch, o: _Options) -> None:
     module.header.pipeline.append(f"profile{{reps={o.profile_reps},warmup=1}}")
     PassManager(build_pipeline("liveness"), verify=o.verify).run(module)
     plan_within(module, plan_pass, o.verify)
+
+
+def _every_rank_planned(failed, d: _Distributed) -> None:
+    """Raise on every rank when planning failed on any (each rank's shards and so its budget in
+    bytes can differ): this rank's own error, or a RunError naming the ranks that failed."""
+    import torch.distributed as dist
+
+    every: list = [None] * d.world
+    dist.all_gather_object(every, None if failed is None else f"{type(failed).__name__}: {failed}", group=d.group)
+    if failed is not None:
+        raise failed
+    bad = {r: why for r, why in enumerate(every) if why is not None}
+    if bad:
+        r, why = next(iter(bad.items()))
+        raise RunError(f"rank {d.rank} of {d.world}: rank{'s' if len(bad) > 1 else ''} "
+                       f"{', '.join(map(str, bad))} could not plan the step ({why})")
 
 
 def _same_graph_on_every_rank(module: Module, d: _Distributed) -> None:
