@@ -54,7 +54,9 @@ class RewriteOverBudget(InfeasibleBudget):
     def __init__(self, budget_bytes: int, lowest_bytes: int, planner: str, plans: int) -> None:
         from acir.units import format_bytes
 
-        AcirError.__init__(self, f"{planner}: after {plans} plans, each rewritten step's simulated peak is above the "
+        what = "the rewritten step's simulated peak is" if plans == 1 else \
+            f"after {plans} plans, each rewritten step's simulated peak is"
+        AcirError.__init__(self, f"{planner}: {what} above the "
                                  f"budget {format_bytes(budget_bytes)} ({budget_bytes} B): the rewrite keeps alive "
                                  "what the plans did not price; the lowest peak reached was "
                                  f"{format_bytes(lowest_bytes)} ({lowest_bytes} B): ask for at least that (plans "
