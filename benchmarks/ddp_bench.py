@@ -5,7 +5,7 @@ Not a test. Run under torchrun (gloo)::
     MASTER_ADDR=127.0.0.1 torchrun --nproc-per-node 2 benchmarks/ddp_bench.py --model bert-base --batch 4 \
         --out bert.json
     MASTER_ADDR=127.0.0.1 torchrun --nproc-per-node 2 benchmarks/ddp_bench.py --model resnet152 --batch 4 \
-        --image-size 128 --out r152.json
+        --image-size 224 --out r152.json
 
 Every rank builds the model (BERT-base: ``BertForMaskedLM`` from the zoo's bert-base-uncased config, sequence
 ``--seq-len``; ResNet-152: torchvision's, 1000 classes, ``--image-size``; random weights, seed 0: the same start on
@@ -17,18 +17,18 @@ every configuration), one configuration after another in the same process:
     ``checkpoint_wrapper`` (``torch.utils.checkpoint``, ``use_reentrant=False``) before ``DistributedDataParallel``;
 (c) ``acir``: ``acir.compile(..., distributed="ddp")`` without a budget, then with ``budget=f"{B}B"``, B = (b)'s
     measured peak (the largest over the ranks, with an ``all_reduce(MAX)``: every rank plans to the same budget).
-    B is (b)'s peak with DDP's gradient buckets counted (see below); ``--also-tracker-budget`` adds a run at (b)'s
-    peak without them. An ``InfeasibleBudget`` is recorded and the run goes on.
+    An ``InfeasibleBudget`` is recorded and the run goes on.
 
 Each configuration runs 1 warm-up step, ``--steps`` timed steps (median wall time, after a barrier) and one more
 step whose peak is measured: live tensor storages over the step (``acir.runtime.measure``'s tracker), the
 persistent tensors being the parameters, the optimizer state and the batch. DDP's reducer keeps one flat gradient
-buffer per bucket allocated for the whole run (allocated when DDP wraps the model and re-allocated when it rebuilds
-its buckets after the first step, both outside the measured step, and not reachable from Python); the tracker does
-not see them, so their bytes (the sizes of ``reducer._get_zeros_like_grad_buckets()``) are reported apart and added
-to the peak of (a) and (b) ("peak" = tracker + buckets). acir's compiled step allocates its bucket buffers inside
-the step, where the tracker counts them. For acir the simulated peak (``LIVENESS``) is reported too. Losses of (b)
-and (c) are compared with (a)'s at every step with ``torch.equal``.
+buffer per bucket allocated for the whole run (allocated outside the measured step and not reachable from Python);
+the tracker counts each only from the first operator that writes into it in the backward. So every storage first
+seen in the measured step that is still alive after it (a steady loop's persistent memory: DDP's buckets, and the
+loss's copy) is counted from the step's start ("peak"; the tracker's own figure is reported too, and the buckets'
+bytes, the sizes of ``reducer._get_zeros_like_grad_buckets()``, for comparison). acir's compiled step allocates its
+bucket buffers inside the step and frees them in it. For acir the simulated peak (``LIVENESS``) is reported too.
+Losses of (b) and (c) are compared with (a)'s at every step with ``torch.equal``.
 """
 
 from __future__ import annotations
@@ -53,14 +53,47 @@ def persistent_tensors(model, opt, batch) -> list:
     return out
 
 
-def measured_peak(step_fn, persistent) -> int:
+def measured_peak(step_fn, persistent) -> tuple[int, int, int]:
+    """The peak of live storage bytes over step_fn(), with every storage that outlives the step counted from its
+    start: (peak, the tracker's own peak, the bytes of those storages).
+
+    A storage that exists before the step but is not in ``persistent`` (DDP's reducer buckets: not reachable from
+    Python) is counted by the tracker only from the first operator that returns it (the reducer's ``mul_out`` into
+    a bucket view, in the backward). Whatever outlives one step of a steady loop was alive at its start too, so
+    each storage first seen in the step and still alive after it is added to every point of the step before it
+    was first seen. For acir's step that is the loss's copy alone (its bucket buffers die in the step)."""
     from acir.runtime.measure import live_storage_tracker
 
     tracker = live_storage_tracker()
     tracker.register_all(persistent)
+    pre = set(tracker.live)
+    currents: list[int] = []  # live bytes after each operator
+    first_op: dict[int, int] = {}  # storage key -> the operator that first returned it (the last storage of that key)
+    orig_register = tracker.register
+
+    def register(t) -> None:
+        import torch
+
+        key = id(t.untyped_storage()) if isinstance(t, torch.Tensor) else None
+        new = key is not None and key not in tracker.live
+        orig_register(t)
+        if new and key in tracker.live:
+            first_op[key] = len(currents)
+
+    tracker.register = register
+    tracker.after_op = lambda func, cur: currents.append(cur)
     with tracker:
         step_fn()
-    return tracker.peak
+    survivors = {k: n for k, n in tracker.live.items() if k not in pre}
+    unseen = sum(survivors.values())
+    by_op: dict[int, int] = {}
+    for k, n in survivors.items():
+        by_op[first_op.get(k, 0)] = by_op.get(first_op.get(k, 0), 0) + n
+    peak = 0
+    for i, cur in enumerate(currents):
+        unseen -= by_op.get(i, 0)
+        peak = max(peak, cur + unseen)
+    return max(peak, tracker.peak), tracker.peak, sum(survivors.values())
 
 
 def build(args):
@@ -114,10 +147,11 @@ def run_steps(step_fn, model, opt, batches, rank: int, barrier) -> dict:
     barrier()
     torch.manual_seed(1000 * rank + n - 1)
     box = []
-    peak = measured_peak(lambda: box.append(step_fn(batches[-1]).detach().clone()),
-                         persistent_tensors(model, opt, batches[-1]))
+    peak, tracker_peak, survivors = measured_peak(lambda: box.append(step_fn(batches[-1]).detach().clone()),
+                                                  persistent_tensors(model, opt, batches[-1]))
     losses.append(box[0])
-    return {"losses": losses, "step_s": times, "median_step_s": statistics.median(times), "tracker_peak_bytes": peak}
+    return {"losses": losses, "step_s": times, "median_step_s": statistics.median(times), "peak_bytes": peak,
+            "tracker_peak_bytes": tracker_peak, "outliving_bytes": survivors}
 
 
 def eager_ddp(args, batches, rank: int, checkpointed: bool, barrier) -> dict:
@@ -144,7 +178,6 @@ def eager_ddp(args, batches, rank: int, checkpointed: bool, barrier) -> dict:
     buckets = ddp.reducer._get_zeros_like_grad_buckets()
     r["bucket_bytes"] = sum(b.buffer().nbytes for b in buckets)
     r["buckets"] = len(buckets)
-    r["peak_bytes"] = r["tracker_peak_bytes"] + r["bucket_bytes"]
     r["checkpointed_blocks"] = blocks
     del buckets
     return r  # the model, DDP and the optimizer die with this frame
@@ -165,8 +198,7 @@ def acir_ddp(args, batches, rank: int, budget: int | None, barrier) -> dict:
     else:
         simulated = simulate(step.module.graph).peak_bytes
     r = run_steps(step, model, opt, batches, rank, barrier)
-    r.update(compile_s=compile_s, budget_bytes=budget, simulated_peak_bytes=simulated,
-             peak_bytes=r["tracker_peak_bytes"])
+    r.update(compile_s=compile_s, budget_bytes=budget, simulated_peak_bytes=simulated)
     del step, model, opt
     gc.collect()
     return r
@@ -186,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-reps", type=int, default=1)
     ap.add_argument("--only", default="ddp,ckpt,acir,budget",
                     help="a comma-separated subset of: ddp, ckpt, acir (no budget), budget (needs ckpt)")
-    ap.add_argument("--also-tracker-budget", action="store_true",
-                    help="one more acir run at DDP+ckpt's peak without DDP's gradient buckets")
     ap.add_argument("--out", default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
 
@@ -216,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def note(name: str, r: dict) -> None:  # each rank's figures as they come, in case a later one fails
         print(f"rank {rank}: {name}: peak {r['peak_bytes']} B (tracker {r['tracker_peak_bytes']} B"
+              + f", outliving {r['outliving_bytes']} B"
               + (f", buckets {r['bucket_bytes']} B" if "bucket_bytes" in r else "")
               + (f", simulated {r['simulated_peak_bytes']} B" if "simulated_peak_bytes" in r else "")
               + f"), median step {r['median_step_s']:.2f} s {[round(t, 2) for t in r['step_s']]}, "
@@ -239,14 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         attempt("acir", lambda: acir_ddp(args, batches, rank, None, dist.barrier))
     budgets = []
     if "budget" in only and "peak_bytes" in runs.get("DDP+ckpt", {}):
-        peaks = torch.tensor([runs["DDP+ckpt"]["peak_bytes"], runs["DDP+ckpt"]["tracker_peak_bytes"]])
-        dist.all_reduce(peaks, op=dist.ReduceOp.MAX)
-        result["ckpt_peak_max_bytes"], result["ckpt_tracker_peak_max_bytes"] = int(peaks[0]), int(peaks[1])
-        say(f"DDP + checkpoint's peak, the largest over the ranks: {int(peaks[0])} bytes "
-            f"({int(peaks[1])} without DDP's buckets)")
-        budgets.append(("acir@ckpt", int(peaks[0])))
-        if args.also_tracker_budget:
-            budgets.append(("acir@ckpt-buckets", int(peaks[1])))
+        peak = torch.tensor(runs["DDP+ckpt"]["peak_bytes"])
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        result["ckpt_peak_max_bytes"] = int(peak)
+        say(f"DDP + checkpoint's peak, the largest over the ranks: {int(peak)} bytes")
+        budgets.append(("acir@ckpt", int(peak)))
     for name, budget in budgets:
         try:
             attempt(name, lambda: acir_ddp(args, batches, rank, budget, dist.barrier))
