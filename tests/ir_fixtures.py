@@ -100,8 +100,8 @@ class GraphBuilder:
 
 def small_module() -> Module:
     """A tiny, realistic training step (see the module docstring); verifies."""
-    F, B, O = Region.FORWARD, Region.BACKWARD, Region.OPTIMIZER
-    A, G, X = Role.ACTIVATION, Role.GRAD, Role.OTHER
+    B, O = Region.BACKWARD, Region.OPTIMIZER
+    G, X = Role.GRAD, Role.OTHER
     f32 = DType("float32")
     cpu = Device("cpu")
     b = GraphBuilder()

@@ -65,7 +65,6 @@ def test_no_module_imports_from_a_higher_or_sibling_layer():
 
 def test_every_folder_of_acir_is_a_known_layer():
     for entry in os.listdir(os.path.join(ROOT, "acir")):
-        path = os.path.join(ROOT, "acir", entry)
         if entry.startswith(("_", ".")) or entry in ("py.typed",):
             continue
         name = entry.removesuffix(".py")

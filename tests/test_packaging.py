@@ -14,8 +14,8 @@ from conftest import ROOT
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), ROOT],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    ROOT], check=True, capture_output=True, timeout=300)
     (whl,) = [p for p in os.listdir(out) if p.endswith(".whl")]
     return str(out / whl)
 

@@ -36,8 +36,8 @@ class CheckReport:
 
     def summary(self, limit: int = 5) -> str:
         if self.ok:
-            return (f"check: OK, bit-identical to {self.reference} ({self.compared} tensors: loss, parameters, buffers, "
-                    f"optimizer state; loss {self.loss_acir:.6g})")
+            return (f"check: OK, bit-identical to {self.reference} ({self.compared} tensors: loss, parameters, "
+                    f"buffers, optimizer state; loss {self.loss_acir:.6g})")
         lines = [f"check: MISMATCH, max abs diff {self.max_abs_diff:.3g} over {self.compared} tensors "
                  f"(loss {self.reference} {self.loss_eager:.9g} vs acir {self.loss_acir:.9g}); worst:"]
         for d in self.worst[:limit]:

@@ -365,7 +365,8 @@ def node_rows(x: Module | Facts) -> list[dict]:
         p = prof.get(n.id)
         rows.append({"rank": r, "id": n.id, "name": n.name, "op": n.op, "region": n.region.name,
                      "module": n.module, "run_s": "" if p is None else p.run_s,
-                     "alloc_bytes": "" if p is None else p.alloc_bytes, "freed_bytes": "" if p is None else p.freed_bytes,
+                     "alloc_bytes": "" if p is None else p.alloc_bytes,
+                     "freed_bytes": "" if p is None else p.freed_bytes,
                      "live_bytes_after": "" if p is None else p.live_bytes,
                      "simulated_live_bytes": tl[r] if r < len(tl) else ""})
     return rows
@@ -417,5 +418,6 @@ def activation_rows(x: Module | Facts) -> list[dict]:
     return rows
 
 
-__all__ = ["ACTIVATION_COLUMNS", "NODE_COLUMNS", "PERSISTENT_ROLES", "ROLE_ORDER", "SECTIONS", "Facts", "Section", "StatsError",
-           "activation_rows", "gather", "mib", "ms", "node_rows", "recompute_chain_s", "report_json", "summary"]
+__all__ = ["ACTIVATION_COLUMNS", "NODE_COLUMNS", "PERSISTENT_ROLES", "ROLE_ORDER", "SECTIONS", "Facts", "Section",
+           "StatsError", "activation_rows", "gather", "mib", "ms", "node_rows", "recompute_chain_s", "report_json",
+           "summary"]
