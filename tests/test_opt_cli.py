@@ -236,3 +236,29 @@ def test_installed_console_script_reports_without_traceback(artifact: Path) -> N
     assert proc.stderr.startswith("acir-opt: error: unknown pass 'no-such-pass'")
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_rewritten_step_over_its_plans_budget_is_warned_about(tmp_path, capsys):
+    """acir-opt runs a pipeline as written (acir.compile plans again instead): when the rewritten
+    step's simulated peak is over the budget (on a sharded step, a replay can keep a gathered
+    parameter alive that the plan did not price), it says so on stderr."""
+    import copy
+
+    from acir.api import CaptureOptions, capture
+    from acir.ir.analyses import LIVENESS, PLAN
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
+    from acir.tools.opt import _warn_over_budget
+
+    m = capture(CaptureOptions("mlp", batch_size=4))
+    PassManager(build_pipeline("profile{method=analytic},liveness,recompute-all{budget=90%},rewrite")).run(m)
+    live, plan = m.analyses[LIVENESS], m.analyses[PLAN]
+    assert live.revision != plan.revision
+    ok = copy.deepcopy(m)
+    ok.analyses[PLAN].budget_bytes = live.simulated_peak_bytes
+    _warn_over_budget(ok)
+    assert capsys.readouterr().err == ""
+    m.analyses[PLAN].budget_bytes = live.simulated_peak_bytes - 1
+    _warn_over_budget(m)
+    err = capsys.readouterr().err
+    assert err.startswith("acir-opt: warning: the rewritten step's simulated peak") and "over the plan's budget" in err

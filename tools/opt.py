@@ -148,11 +148,29 @@ def _body(args: argparse.Namespace) -> int:
     finally:
         if args.time_passes:
             sys.stderr.write(pm.timing_report())
+    _warn_over_budget(module)
     if args.emit == "onnx":
         _write_onnx(module, args.output)
     else:
         write_path(module, args.output, args.emit)
     return 0
+
+
+def _warn_over_budget(module: Module) -> None:
+    """Say so when a rewritten step's simulated peak is over the budget its plan was made to (the
+    rewrite kept alive what the plan did not price: a sharded step's gathered parameter read by a
+    replay); ``acir.compile`` plans again in that case, a pipeline runs as written."""
+    from acir.ir.analyses import LIVENESS, PLAN
+    from acir.units import format_bytes
+
+    plan, live = module.analyses.get(PLAN), module.analyses.get(LIVENESS)
+    if plan is None or live is None or live.revision == plan.revision or not plan.budget_bytes:
+        return  # no plan, or no liveness of the rewritten graph to judge it by
+    if live.simulated_peak_bytes > plan.budget_bytes:
+        print(f"{PROG}: warning: the rewritten step's simulated peak, {format_bytes(live.simulated_peak_bytes)} "
+              f"({live.simulated_peak_bytes} B), is over the plan's budget, {format_bytes(plan.budget_bytes)} "
+              f"({plan.budget_bytes} B): the rewrite keeps alive what the plan did not price; plan to a lower "
+              "budget (acir.compile does that itself)", file=sys.stderr)
 
 
 def _write_onnx(module: Module, path: str | None) -> None:
