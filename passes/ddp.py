@@ -52,70 +52,13 @@ from acir.ir.graph import (
     Node,
     Region,
     Role,
-    Storage,
     Value,
     ValueRef,
 )
+from acir.passes import collective_graph as cg
 from acir.pipeline.pass_base import Pass, PassResult
 
-__all__ = ["DataParallel", "COLLECTIVE_NAMESPACE"]
-
-#: The namespace of the collective ops the IR holds (torch's functional collectives).
-COLLECTIVE_NAMESPACE = "_c10d_functional"
-_ALL_REDUCE = "_c10d_functional.all_reduce_.default"
-_BROADCAST = "_c10d_functional.broadcast_.default"
-_WAIT = "_c10d_functional.wait_tensor.default"
-
-
-class _Builder:
-    """New values, storages and nodes appended to a graph, with fresh ids and names."""
-
-    def __init__(self, g: Graph) -> None:
-        self.g = g
-        self.next_value = max(g.values, default=-1) + 1
-        self.next_storage = max((s.id for s in g.storages), default=-1) + 1
-        self.next_node = max((n.id for n in g.nodes), default=-1) + 1
-        self.names = {n.name for n in g.nodes}
-
-    def value(self, like: Value, storage: int | None = None, offset: int | None = None, shape=None, strides=None,
-              role: Role | None = None) -> int:
-        vid = self.next_value
-        self.next_value += 1
-        shape = like.shape if shape is None else tuple(shape)
-        strides = like.strides if strides is None else tuple(strides)
-        numel = 1
-        for d in shape:
-            numel *= d
-        itemsize = like.nbytes // max(like.numel, 1) if like.numel else 0
-        self.g.values[vid] = Value(vid, shape, like.dtype, strides, like.storage if storage is None else storage,
-                                   like.storage_offset if offset is None else offset, numel * itemsize,
-                                   like.role if role is None else role)
-        return vid
-
-    def storage(self, nbytes: int, device: str) -> int:
-        sid = self.next_storage
-        self.next_storage += 1
-        self.g.storages.append(Storage(sid, nbytes, device))
-        return sid
-
-    def node(self, base: str, op: str, args: list, kwargs: dict | None, outputs) -> Node:
-        name, k = base, 1
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        n = Node(self.next_node, name, op, args, kwargs or {}, outputs, Region.COMMUNICATION)
-        self.next_node += 1
-        return n
-
-
-def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, acc = [1] * len(shape), 1
-    for i in range(len(shape) - 1, -1, -1):
-        out[i] = acc
-        acc *= max(shape[i], 1)
-    return tuple(out)
-
+__all__ = ["DataParallel"]
 
 def bucket_assignment(g: Graph, grads: list[tuple[str, int]], bucket_bytes: int) -> list[list[int]]:
     """DDP's buckets over ``grads`` (in the order they become ready): indices into ``grads``,
@@ -154,16 +97,16 @@ class DataParallel(Pass):
         from acir.passes.interleave_optimizer import interleave
 
         g = module.graph
-        if any(n.op.startswith(COLLECTIVE_NAMESPACE + ".") for n in g.nodes):
+        if cg.holds_collectives(g):
             raise PassFailed("the step already holds collectives (ddp or fsdp ran on it); capture it again")
         if not g.param_grads:
             raise PassFailed("the step records no parameter gradients (captured by an older acir?); capture it again")
         budget = parse_budget(self.bucket)
         if budget.percent is not None:
             raise PassFailed(f"ddp's bucket is a size in bytes (25MiB), not a percentage: {self.bucket!r}")
-        interleaved = _interleaved(g)
-        _optimizer_last(g)
-        b = _Builder(g)
+        interleaved = cg.interleaved(g)
+        cg.optimizer_last(g)
+        b = cg.Builder(g)
         broadcasts = self._broadcast_buffers(g, b) if self.broadcast_buffers else 0
         buckets = self._average_gradients(g, b, budget.bytes) if self.reduce else []
         if interleaved:
@@ -174,7 +117,7 @@ class DataParallel(Pass):
                                  "gradients": sum(len(x) for x in buckets),
                                  "largest_bucket_bytes": max((_bucket_bytes(g, x) for x in buckets), default=0)})
 
-    def _broadcast_buffers(self, g: Graph, b: _Builder) -> int:
+    def _broadcast_buffers(self, g: Graph, b: cg.Builder) -> int:
         """``broadcast_`` + ``wait_tensor`` of every module buffer before the first node; readers
         read the waited value."""
         new: list[Node] = []
@@ -183,17 +126,17 @@ class DataParallel(Pass):
             if inp.kind is not InputKind.MODULE_BUFFER:
                 continue
             v = g.values[inp.value]
-            sent = b.value(v)
-            waited = b.value(v)
-            new.append(b.node(f"broadcast_{_safe(inp.name)}", _BROADCAST, [ValueRef(v.id), 0, self.group], None,
+            sent = b.like(v)
+            waited = b.like(v)
+            new.append(b.node(f"broadcast_{cg.safe(inp.name)}", cg.BROADCAST, [ValueRef(v.id), 0, self.group], None,
                               ValueRef(sent)))
-            new.append(b.node(f"wait_{_safe(inp.name)}", _WAIT, [ValueRef(sent)], None, ValueRef(waited)))
+            new.append(b.node(f"wait_{cg.safe(inp.name)}", cg.WAIT, [ValueRef(sent)], None, ValueRef(waited)))
             remap[v.id] = waited
-        _remap_readers(g.nodes, remap)
+        cg.remap_readers(g.nodes, remap)
         g.nodes = new + g.nodes
         return len(remap)
 
-    def _average_gradients(self, g: Graph, b: _Builder, bucket_bytes: int) -> list[list[str]]:
+    def _average_gradients(self, g: Graph, b: cg.Builder, bucket_bytes: int) -> list[list[str]]:
         """Insert each bucket's scaled copies, all-reduce, wait and copies back (module docstring)."""
         producer = {vid: r for r, n in enumerate(g.nodes) for vid in n.output_ids()}
         ready = sorted(g.param_grads.items(), key=lambda kv: (producer.get(kv[1], -1), kv[0]))
@@ -224,47 +167,47 @@ class DataParallel(Pass):
                     if vid in copied_from:
                         active[copied_from[vid]] = vid
             if node is not None:
-                _remap_readers([node], active)
+                cg.remap_readers([node], active)
                 out.append(node)
         g.nodes = out
         return [[name for name, _ in bk] for bk in buckets]
 
-    def _launch(self, g: Graph, b: _Builder, k: int, bucket: list[tuple[str, int]]) -> _Launch:
+    def _launch(self, g: Graph, b: cg.Builder, k: int, bucket: list[tuple[str, int]]) -> _Launch:
         values = [g.values[v] for _, v in bucket]
         dtype, device = values[0].dtype, g.storage(values[0].storage).device
         numel = sum(v.numel for v in values)
         itemsize = values[0].nbytes // max(values[0].numel, 1) if values[0].numel else 4
         sid = b.storage(numel * itemsize, device)
         flat_like = Value(-1, (numel,), dtype, (1,), sid, 0, numel * itemsize, Role.COMM_BUFFER)
-        flat = b.value(flat_like)
+        flat = b.like(flat_like)
         nodes = [b.node(f"bucket{k}", "aten.empty.memory_format", [[numel]],
                         {"dtype": DType(dtype), "layout": Layout("strided"), "device": Device(device),
                          "pin_memory": False}, ValueRef(flat))]
         offset = 0
         slices = []
         for (name, gvid), v in zip(bucket, values):
-            view = b.value(flat_like, sid, offset, v.shape, _contiguous(v.shape))
+            view = b.like(flat_like, sid, offset, v.shape, cg.contiguous(v.shape))
             nodes.append(b.node(f"bucket{k}_view", "aten.as_strided.default",
-                                [ValueRef(flat), list(v.shape), list(_contiguous(v.shape)), offset], None,
+                                [ValueRef(flat), list(v.shape), list(cg.contiguous(v.shape)), offset], None,
                                 ValueRef(view)))
-            scaled = b.value(flat_like, sid, offset, v.shape, _contiguous(v.shape))
+            scaled = b.like(flat_like, sid, offset, v.shape, cg.contiguous(v.shape))
             nodes.append(b.node(f"bucket{k}_scale", "aten.mul.Scalar_out", [ValueRef(gvid), 1.0 / self.world],
                                 {"out": ValueRef(view)}, ValueRef(scaled)))
             slices.append((name, gvid, v, offset))
             offset += v.numel
-        reduced = b.value(flat_like)
-        nodes.append(b.node(f"bucket{k}_all_reduce", _ALL_REDUCE, [ValueRef(flat), "sum", self.group], None,
+        reduced = b.like(flat_like)
+        nodes.append(b.node(f"bucket{k}_all_reduce", cg.ALL_REDUCE, [ValueRef(flat), "sum", self.group], None,
                             ValueRef(reduced)))
-        waited = b.value(flat_like)
-        finish = [b.node(f"bucket{k}_wait", _WAIT, [ValueRef(reduced)], None, ValueRef(waited))]
+        waited = b.like(flat_like)
+        finish = [b.node(f"bucket{k}_wait", cg.WAIT, [ValueRef(reduced)], None, ValueRef(waited))]
         grads: dict[str, int] = {}
         remap: dict[int, int] = {}
         for name, gvid, v, off in slices:
-            view = b.value(flat_like, sid, off, v.shape, _contiguous(v.shape))
+            view = b.like(flat_like, sid, off, v.shape, cg.contiguous(v.shape))
             finish.append(b.node(f"bucket{k}_slice", "aten.as_strided.default",
-                                 [ValueRef(waited), list(v.shape), list(_contiguous(v.shape)), off], None,
+                                 [ValueRef(waited), list(v.shape), list(cg.contiguous(v.shape)), off], None,
                                  ValueRef(view)))
-            copied = b.value(v)
+            copied = b.like(v)
             finish.append(b.node(f"bucket{k}_copy", "aten.copy_.default", [ValueRef(gvid), ValueRef(view)], None,
                                  ValueRef(copied)))
             grads[name] = copied
@@ -280,36 +223,5 @@ class _Launch:
     remap: dict[int, int]       # local gradient value -> averaged one (for every later reader)
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
-
-
 def _bucket_bytes(g: Graph, names: list[str]) -> int:
     return sum(g.values[g.param_grads[n]].nbytes for n in names)
-
-
-def _interleaved(g: Graph) -> bool:
-    last_bw = max((r for r, n in enumerate(g.nodes) if n.region is Region.BACKWARD), default=-1)
-    return any(n.region is Region.OPTIMIZER for n in g.nodes[:last_bw])
-
-
-def _optimizer_last(g: Graph) -> None:
-    """PyTorch's order again: every optimizer node after the backward (a stable move)."""
-    g.nodes = [n for n in g.nodes if n.region is not Region.OPTIMIZER] + \
-        [n for n in g.nodes if n.region is Region.OPTIMIZER]
-
-
-def _remap_readers(nodes: list[Node], remap: dict[int, int]) -> None:
-    if not remap:
-        return
-
-    def sub(a):
-        if isinstance(a, ValueRef):
-            return ValueRef(remap.get(a.id, a.id))
-        if isinstance(a, list):
-            return [sub(x) for x in a]
-        return a
-
-    for n in nodes:
-        n.args = [sub(a) for a in n.args]
-        n.kwargs = {k: sub(a) for k, a in n.kwargs.items()}

@@ -69,13 +69,11 @@ from acir.ir.graph import (
     ValueRef,
     arg_refs,
 )
+from acir.passes import collective_graph as cg
 from acir.pipeline.pass_base import Pass, PassResult
 
 __all__ = ["ShardedDataParallel", "fsdp_groups", "shard_rows"]
 
-_ALL_GATHER = "_c10d_functional.all_gather_into_tensor.default"
-_REDUCE_SCATTER = "_c10d_functional.reduce_scatter_tensor.default"
-_WAIT = "_c10d_functional.wait_tensor.default"
 _AS_STRIDED = "aten.as_strided.default"
 
 
@@ -85,21 +83,6 @@ def shard_rows(rows: int, world: int, rank: int) -> tuple[int, int]:
     chunk = -(-rows // world) if rows else 0
     start = chunk * rank
     return chunk, max(0, min(chunk, rows - start))
-
-
-def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, acc = [1] * len(shape), 1
-    for i in range(len(shape) - 1, -1, -1):
-        out[i] = acc
-        acc *= max(shape[i], 1)
-    return tuple(out)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _auto_blocks(names: list[str]) -> list[str]:
@@ -179,42 +162,6 @@ class _Param:
     module: str                # the module that owns it (for the nodes' module paths)
 
 
-class _Builder:
-    """New values, storages and nodes appended to a graph, with fresh ids and names."""
-
-    def __init__(self, g: Graph) -> None:
-        self.g = g
-        self.next_value = max(g.values, default=-1) + 1
-        self.next_storage = max((s.id for s in g.storages), default=-1) + 1
-        self.next_node = max((n.id for n in g.nodes), default=-1) + 1
-        self.names = {n.name for n in g.nodes}
-
-    def storage(self, nbytes: int, device: str) -> int:
-        sid = self.next_storage
-        self.next_storage += 1
-        self.g.storages.append(Storage(sid, nbytes, device))
-        return sid
-
-    def value(self, shape, dtype: str, itemsize: int, storage: int, offset: int = 0, strides=None,
-              role: Role = Role.COMM_BUFFER) -> int:
-        vid = self.next_value
-        self.next_value += 1
-        shape = tuple(shape)
-        strides = _contiguous(shape) if strides is None else tuple(strides)
-        self.g.values[vid] = Value(vid, shape, dtype, strides, storage, offset, _numel(shape) * itemsize, role)
-        return vid
-
-    def node(self, base: str, op: str, args: list, kwargs: dict | None, outputs, module: str = "") -> Node:
-        name, k = base, 1
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        n = Node(self.next_node, name, op, args, kwargs or {}, outputs, Region.COMMUNICATION, module)
-        self.next_node += 1
-        return n
-
-
 @dataclass(frozen=True)
 class ShardedDataParallel(Pass):
     """Make the step one rank of FSDP2: state sharded, parameters gathered, gradients scattered per block.
@@ -247,9 +194,9 @@ class ShardedDataParallel(Pass):
         blocks = _auto_blocks(names) if self.blocks.strip() == "auto" else self.blocks.replace(";", " ").split()
         groups = fsdp_groups(names, blocks)
         params = self._params(g, groups)
-        interleaved = _interleaved(g)
-        _optimizer_last(g)
-        b = _Builder(g)
+        interleaved = cg.interleaved(g)
+        cg.optimizer_last(g)
+        b = cg.Builder(g)
         inserts: dict[int, list[Node]] = {}
         gathers, regathers = self._gather(g, b, params, inserts)
         scattered, grads = self._scatter(g, b, params, groups, inserts)
@@ -270,7 +217,7 @@ class ShardedDataParallel(Pass):
         g = module.graph
         if self.rank >= self.world:
             raise PassFailed(f"fsdp: rank {self.rank} is not one of the {self.world} ranks")
-        if any(n.op.startswith("_c10d_functional.") for n in g.nodes):
+        if cg.holds_collectives(g):
             raise PassFailed("the step already holds collectives (ddp or fsdp ran on it); capture it again")
         if not g.param_grads:
             raise PassFailed("the step records no parameter gradients (captured by an older acir?); capture it again")
@@ -294,20 +241,20 @@ class ShardedDataParallel(Pass):
             itemsize = v.nbytes // v.numel if v.numel else 0
             if not itemsize:
                 raise PassFailed(f"parameter {inp.name} has no elements; FSDP2 cannot shard it")
-            if v.strides != _contiguous(v.shape) or v.storage_offset or smap[v.storage].nbytes != v.nbytes \
+            if v.strides != cg.contiguous(v.shape) or v.storage_offset or smap[v.storage].nbytes != v.nbytes \
                     or v.storage in seen:
                 raise PassFailed(f"parameter {inp.name} is not a contiguous tensor of its own storage; FSDP2 "
                                  "shards contiguous parameters only")
             seen.add(v.storage)
             chunk, rows = shard_rows(v.shape[0], self.world, self.rank)
-            inner = _numel(v.shape[1:])
+            inner = cg.numel(v.shape[1:])
             out[inp.name] = _Param(inp.name, v.id, v.storage, v.shape, v.dtype, itemsize, chunk * inner,
                                    (rows, *v.shape[1:]), group_of[inp.name], inp.name.rpartition(".")[0])
         return out
 
     # -- all-gathers ----------------------------------------------------------------------------
 
-    def _gather(self, g: Graph, b: _Builder, params: dict[str, _Param],
+    def _gather(self, g: Graph, b: cg.Builder, params: dict[str, _Param],
                 inserts: dict[int, list[Node]]) -> tuple[int, int]:
         """All-gather each parameter before its first forward use and, for resharded ones, again
         before its first backward use (module docstring); point every reader at the gathered
@@ -365,9 +312,9 @@ class ShardedDataParallel(Pass):
                     gathers += 0 if fw else 1
         for n in g.nodes:  # readers, then the views' storages
             if n.region is Region.FORWARD:
-                _remap_node(n, fw_map)
+                cg.remap_readers([n], fw_map)
             elif n.region is Region.BACKWARD:
-                _remap_node(n, bw_map)
+                cg.remap_readers([n], bw_map)
             else:
                 continue
             for vid in n.output_ids():
@@ -376,7 +323,7 @@ class ShardedDataParallel(Pass):
                     v.storage = home[v.storage][n.region]
         return gathers, regathers
 
-    def _gather_nodes(self, g: Graph, b: _Builder, p: _Param, what: str) -> tuple[list[Node], int, int]:
+    def _gather_nodes(self, g: Graph, b: cg.Builder, p: _Param, what: str) -> tuple[list[Node], int, int]:
         """The padded shard's view, its all-gather, the wait and the unsharded parameter's view:
         (nodes, the unsharded parameter's value, its storage)."""
         device = g.storage(p.storage).device
@@ -386,18 +333,18 @@ class ShardedDataParallel(Pass):
         gathered = b.value((total,), p.dtype, p.itemsize, sid, role=Role.PARAM)
         waited = b.value((total,), p.dtype, p.itemsize, sid, role=Role.PARAM)
         full = b.value(p.shape, p.dtype, p.itemsize, sid, role=Role.PARAM)
-        tag = _safe(p.name)
+        tag = cg.safe(p.name)
         nodes = [b.node(f"{what}_shard_{tag}", _AS_STRIDED, [ValueRef(p.vid), [p.padded], [1], 0], None,
                         ValueRef(flat), p.module),
-                 b.node(f"{what}_{tag}", _ALL_GATHER, [ValueRef(flat), self.world, self.group], None,
+                 b.node(f"{what}_{tag}", cg.ALL_GATHER, [ValueRef(flat), self.world, self.group], None,
                         ValueRef(gathered), p.module),
-                 b.node(f"{what}_wait_{tag}", _WAIT, [ValueRef(gathered)], None, ValueRef(waited), p.module),
+                 b.node(f"{what}_wait_{tag}", cg.WAIT, [ValueRef(gathered)], None, ValueRef(waited), p.module),
                  b.node(f"{what}_full_{tag}", _AS_STRIDED, [ValueRef(waited), list(p.shape),
-                                                           list(_contiguous(p.shape)), 0], None, ValueRef(full),
+                                                           list(cg.contiguous(p.shape)), 0], None, ValueRef(full),
                         p.module)]
         return nodes, full, sid
 
-    def _replay_views(self, g: Graph, b: _Builder, p: _Param, bw: list[int], in_param: dict[int, _Param],
+    def _replay_views(self, g: Graph, b: cg.Builder, p: _Param, bw: list[int], in_param: dict[int, _Param],
                       producer: dict[int, int], bw_map: dict[int, int], sid: int) -> list[Node]:
         """Copies, on the re-gathered parameter, of the forward views of ``p`` the backward reads
         (``t`` of a weight saved for the backward ...), in their forward order; ``bw_map`` maps
@@ -422,14 +369,14 @@ class ShardedDataParallel(Pass):
                 v = g.values[vid]
                 outs[vid] = b.value(v.shape, v.dtype, p.itemsize, sid, v.storage_offset, v.strides, v.role)
                 bw_map[vid] = outs[vid]
-            copy = b.node(f"fsdp_re_view_{n.name}", n.op, _remap(n.args, bw_map),
-                          {k: _remap(a, bw_map) for k, a in n.kwargs.items()}, _remap(n.outputs, outs), n.module)
+            copy = b.node(f"fsdp_re_view_{n.name}", n.op, cg.remap(n.args, bw_map),
+                          {k: cg.remap(a, bw_map) for k, a in n.kwargs.items()}, cg.remap(n.outputs, outs), n.module)
             out.append(copy)
         return out
 
     # -- reduce-scatters ------------------------------------------------------------------------
 
-    def _scatter(self, g: Graph, b: _Builder, params: dict[str, _Param], groups: list[tuple[str, list[str]]],
+    def _scatter(self, g: Graph, b: cg.Builder, params: dict[str, _Param], groups: list[tuple[str, list[str]]],
                  inserts: dict[int, list[Node]]) -> tuple[int, dict[str, int]]:
         """Each group's reduce-scatter when its last gradient is final; the wait and the gradient
         views when the next group launches, or before the optimizer (module docstring)."""
@@ -464,10 +411,10 @@ class ShardedDataParallel(Pass):
         g.param_grads.update(new_grads)
         for n in g.nodes:
             if n.region is Region.OPTIMIZER:
-                _remap_node(n, remap)
+                cg.remap_readers([n], remap)
         return len(launches), new_grads
 
-    def _reduce_scatter(self, g: Graph, b: _Builder, path: str, members: list[_Param],
+    def _reduce_scatter(self, g: Graph, b: cg.Builder, path: str, members: list[_Param],
                         new_grads: dict[str, int]) -> tuple[list[Node], list[Node]]:
         """One group's copy-in, reduce-scatter (launch) and wait and gradient views (finish); each
         parameter's sharded gradient goes into ``new_grads``."""
@@ -477,7 +424,7 @@ class ShardedDataParallel(Pass):
         device = g.storage(p0.storage).device
         per_rank = sum(p.padded for p in members)
         total = per_rank * self.world
-        tag = _safe(path) or "root"
+        tag = cg.safe(path) or "root"
         sid = b.storage(total * p0.itemsize, device)
         flat = b.value((total,), p0.dtype, p0.itemsize, sid)
         rows = b.value((self.world, per_rank), p0.dtype, p0.itemsize, sid)
@@ -497,16 +444,16 @@ class ShardedDataParallel(Pass):
                          {"out": ValueRef(rows)}, ValueRef(filled), path),
                   b.node(f"fsdp_reduce_scatter_flat_{tag}", "aten.view.default", [ValueRef(filled), [total]], None,
                          ValueRef(flat_in), path),
-                  b.node(f"fsdp_reduce_scatter_{tag}", _REDUCE_SCATTER, [ValueRef(flat_in), "avg", self.world,
+                  b.node(f"fsdp_reduce_scatter_{tag}", cg.REDUCE_SCATTER, [ValueRef(flat_in), "avg", self.world,
                                                                          self.group], None,
                          ValueRef(scattered), path)]
-        finish = [b.node(f"fsdp_reduce_scatter_wait_{tag}", _WAIT, [ValueRef(scattered)], None, ValueRef(waited),
+        finish = [b.node(f"fsdp_reduce_scatter_wait_{tag}", cg.WAIT, [ValueRef(scattered)], None, ValueRef(waited),
                          path)]
         offset = 0
         for p in members:
             gv = b.value(p.local, p.dtype, p.itemsize, out_sid, offset, role=Role.GRAD)
-            finish.append(b.node(f"fsdp_grad_{_safe(p.name)}", _AS_STRIDED, [ValueRef(waited), list(p.local),
-                                                                               list(_contiguous(p.local)), offset],
+            finish.append(b.node(f"fsdp_grad_{cg.safe(p.name)}", _AS_STRIDED, [ValueRef(waited), list(p.local),
+                                                                               list(cg.contiguous(p.local)), offset],
                                  None, ValueRef(gv), p.module))
             new_grads[p.name] = gv
             offset += p.padded
@@ -521,7 +468,7 @@ class ShardedDataParallel(Pass):
         owner: dict[int, _Param] = {}
         for p in params.values():
             v = g.values[p.vid]
-            v.shape, v.strides, v.nbytes = p.local, _contiguous(p.local), _numel(p.local) * p.itemsize
+            v.shape, v.strides, v.nbytes = p.local, cg.contiguous(p.local), cg.numel(p.local) * p.itemsize
             smap[p.storage].nbytes = p.padded * p.itemsize
             owner[p.vid] = p
         for name, gv in grads.items():
@@ -533,7 +480,7 @@ class ShardedDataParallel(Pass):
             v = g.values[inp.value]
             if p is None or v.shape != p.shape:
                 continue  # a step counter, or state of another shape: not sharded
-            if v.strides != _contiguous(v.shape) or v.storage_offset or smap[v.storage].nbytes != v.nbytes:
+            if v.strides != cg.contiguous(v.shape) or v.storage_offset or smap[v.storage].nbytes != v.nbytes:
                 raise PassFailed(f"optimizer state {inp.name} is not a contiguous tensor of its own storage")
             self._localise(v, p, smap, new_storage=True)
             owner[v.id] = p
@@ -558,7 +505,7 @@ class ShardedDataParallel(Pass):
                     raise PassFailed(f"{n.name} ({n.op}) makes a {list(v.shape)} tensor from the sharded "
                                      f"{p.name} {list(p.shape)}: the optimizer reduces over a parameter, which "
                                      "fsdp cannot shard")
-                if v.strides != _contiguous(v.shape):
+                if v.strides != cg.contiguous(v.shape):
                     raise PassFailed(f"{n.name} ({n.op}) makes a non-contiguous tensor from {p.name}")
                 self._localise(v, p, smap, new_storage=v.storage not in defined)
                 defined.add(v.storage)
@@ -566,24 +513,9 @@ class ShardedDataParallel(Pass):
 
     @staticmethod
     def _localise(v: Value, p: _Param, smap: dict[int, Storage], new_storage: bool) -> None:
-        v.shape, v.strides, v.nbytes = p.local, _contiguous(p.local), _numel(p.local) * p.itemsize
+        v.shape, v.strides, v.nbytes = p.local, cg.contiguous(p.local), cg.numel(p.local) * p.itemsize
         if new_storage:
             smap[v.storage].nbytes = v.nbytes
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
-
-
-def _interleaved(g: Graph) -> bool:
-    last_bw = max((r for r, n in enumerate(g.nodes) if n.region is Region.BACKWARD), default=-1)
-    return any(n.region is Region.OPTIMIZER for n in g.nodes[:last_bw])
-
-
-def _optimizer_last(g: Graph) -> None:
-    """PyTorch's order again: every optimizer node after the backward (a stable move)."""
-    g.nodes = [n for n in g.nodes if n.region is not Region.OPTIMIZER] + \
-        [n for n in g.nodes if n.region is Region.OPTIMIZER]
 
 
 def _splice(nodes: list[Node], inserts: dict[int, list[Node]]) -> list[Node]:
@@ -593,17 +525,3 @@ def _splice(nodes: list[Node], inserts: dict[int, list[Node]]) -> list[Node]:
         out.append(n)
     out.extend(inserts.get(len(nodes), ()))
     return out
-
-
-def _remap(a, m: dict[int, int]):
-    if isinstance(a, ValueRef):
-        return ValueRef(m.get(a.id, a.id))
-    if isinstance(a, list):
-        return [_remap(x, m) for x in a]
-    return a
-
-
-def _remap_node(n: Node, m: dict[int, int]) -> None:
-    if m:
-        n.args = [_remap(a, m) for a in n.args]
-        n.kwargs = {k: _remap(a, m) for k, a in n.kwargs.items()}
