@@ -10,6 +10,8 @@ smallest reachable peak raises :class:`acir.errors.InfeasibleBudget` stating tha
 
 from __future__ import annotations
 
+import copy
+
 from acir.ir.analyses import PROFILE
 from acir.ir.graph import Module
 
@@ -29,7 +31,6 @@ def planner_pass(planner: str, budget: str):
 def plan_and_rewrite(module: Module, model, optimizer, batch, budget: str, planner: str, reps: int,
                      verify: bool, same_times_on_every_rank: bool = False) -> None:
     """Profile ``module`` on copies of ``model`` and ``optimizer``, plan it to ``budget`` and rewrite it."""
-    import copy
 
     import torch
 
@@ -76,15 +77,13 @@ def plan_within(module: Module, plan_pass, verify: bool) -> None:
     the plan block records the budget the last plan was made to. A budget that still cannot
     be met raises RewriteOverBudget (an InfeasibleBudget) stating the lowest simulated peak
     reached, which is not a floor: plans differ with the budget."""
-    import copy
-
     from acir.errors import InfeasibleBudget, RewriteOverBudget
     from acir.ir.analyses import LIVENESS, PLAN
     from acir.passes.planner_base import FixedPlanner
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
 
-    pristine = copy.deepcopy(module)
+    pristine = _snapshot(module)
     target = None
     lowest = None
     plans = 0
@@ -106,10 +105,19 @@ def plan_within(module: Module, plan_pass, verify: bool) -> None:
         asked = plan.budget_bytes - (peak - target) * (attempt + 1)  # larger steps: a new plan can overshoot more
         if asked <= 0:
             break
-        fresh = copy.deepcopy(pristine)
-        module.header, module.graph, module.analyses = fresh.header, fresh.graph, fresh.analyses
+        module.header, module.graph, module.analyses = _snapshot(pristine)
         plan_pass = type(plan_pass)(**{**_options(plan_pass), "budget": f"{asked}B"})
     raise RewriteOverBudget(target, lowest, plan_pass.name, plans)
+
+
+def _snapshot(m) -> tuple:
+    """(header, graph, analyses) of ``m`` (a module or such a tuple) to restore a module from: a
+    structural copy of the graph (a deepcopy of a 7.8k-node module costs ~0.8 s, this ~0.04 s)
+    and of each analysis block (the pass manager restamps blocks in place)."""
+    from acir.ir.graph import copy_graph
+
+    header, graph, analyses = (m.header, m.graph, m.analyses) if isinstance(m, Module) else m
+    return copy.deepcopy(header), copy_graph(graph), {k: copy.copy(v) for k, v in analyses.items()}
 
 
 def _options(p) -> dict:
