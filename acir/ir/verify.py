@@ -447,7 +447,7 @@ def _rederive(m: Module) -> Rederivation:
             found: list[str] = []
             _compare(n, g, smap, seen, result[1], result[2], found)
             if found:  # a meta kernel can answer for a device it does not know: ask as the capture did
-                again = _call_on_device(n, g, smap, numbers, torch)
+                again = _call_on_device(n, g, smap, result[2], torch)
                 if again is not None and again[0] == "ok":
                     found = []
                     _compare(n, g, smap, seen, again[1], again[2], found)
@@ -531,18 +531,17 @@ def _run_node(n: Node, g: Graph, smap: dict[int, Storage], numbers: set[int], ba
     return ((*res, by_index) if res[0] == "ok" else res), 0
 
 
-def _call_on_device(n: Node, g: Graph, smap: dict[int, Storage], numbers: set[int], torch) -> tuple | None:
+def _call_on_device(n: Node, g: Graph, smap: dict[int, Storage], by_index: dict[int, int], torch) -> tuple | None:
     """What ``n``'s op gives on fake tensors of the recorded devices (as make_fx captured it), in
-    :func:`_call_meta`'s form with the index map; None when they cannot be built.
+    :func:`_call_meta`'s form with ``by_index`` (local index -> value id, from the meta run);
+    None when they cannot be built.
 
     Plain meta tensors say nothing of the device, and some meta kernels branch on it
     (``_embedding_bag`` sizes its ``max_indices`` one way for CPU offsets and another for the
     rest), so a mismatch found on meta tensors is asked again this way before it is reported."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    local: dict[int, int] = {}
-    for a in [*n.args, *n.kwargs.values()]:
-        _signature(a, local, g, smap, numbers)
+    local = {vid: k for k, vid in by_index.items()}
     op = _resolve(n.op)
     if op is None:
         return None
@@ -562,7 +561,7 @@ def _call_on_device(n: Node, g: Graph, smap: dict[int, Storage], numbers: set[in
             res = _call_meta(op, n, local, tensors, torch, fake=True)
     except Exception:  # noqa: BLE001 - no fake tensors for these values: the meta answer stands
         return None
-    return (*res, {k: vid for vid, k in local.items()}) if res[0] == "ok" else res
+    return (*res, by_index) if res[0] == "ok" else res
 
 
 def _meta_tensor(v, smap: dict[int, Storage], torch):
