@@ -163,3 +163,32 @@ def test_find_blocks():
     (l1, g1), (l2, g2) = loss_and_grads(False), loss_and_grads(True)
     assert torch.equal(l1, l2)
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+def test_floor_budget_and_resume(tmp_path):
+    """``floor`` plans at the lowest peak μ-TWO reaches; ``--resume`` keeps the workloads an earlier
+    run finished and measures the rest; with other settings it refuses rather than mixing figures."""
+    model = tmp_path / "blocks.py"
+    model.write_text(BLOCKS)
+    out = tmp_path / "bench"
+    common = (f"{model}:make", "--configs", "noac,acir-mutwo", "--budgets", "floor,80%", "--iters", "1",
+              "--profile-reps", "1", "--no-plots", "-o", str(out))
+    r = cli("acir-bench", *common, "-b", "2")
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    first = json.loads((out / "results.json").read_text())["results"]
+    got = {row["config"]: row for row in first}
+    floor, eighty = got["acir-mutwo-floor"], got["acir-mutwo-80%"]
+    assert floor["status"] == "ok", floor["reason"]
+    assert floor["predicted_peak_bytes"] <= floor["budget_bytes"] < eighty["budget_bytes"]
+    assert floor["simulated_peak_bytes"] == floor["peak_bytes"] and floor["match"] == "yes"
+
+    r = cli("acir-bench", *common, "-b", "2,4", "--resume")
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert "b2: kept from the earlier run (--resume)" in r.stderr.decode()
+    rows = json.loads((out / "results.json").read_text())["results"]
+    assert [(x["batch_size"], x["config"]) for x in rows] == [
+        (b, c) for b in (2, 4) for c in ("noac", "acir-mutwo-floor", "acir-mutwo-80%")]
+    assert rows[:3] == first  # kept as measured, not measured again
+
+    r = cli("acir-bench", *common, "-b", "2,4", "--resume", "--seed", "1")
+    assert r.returncode == 1 and "measured with other settings: seed (was 0, now 1)" in r.stderr.decode()

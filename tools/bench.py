@@ -29,7 +29,8 @@ A budget =NAME (e.g. =checkpoint) is the peak measured for configuration NAME at
 size: the configuration is named acir-mutwo@NAME and is built after the peaks are measured, then
 takes the same warm-up and peak iterations as the others; it answers "what does acir cost at
 the memory the peer reaches". If that peak is below what recomputation can reach, it fails with
-the smallest reachable peak as its reason.
+the smallest reachable peak as its reason. The budget floor is the lowest peak mu-TWO knows how
+to reach on the workload (the bottom of a Pareto sweep: --budgets floor,25%,50%,75%,=checkpoint).
   checkpoint    torch.utils.checkpoint (use_reentrant=False) around every block: the children of an
                 nn.ModuleList/nn.Sequential that repeat one class with submodules (ResNet BasicBlock/Bottleneck,
                 BERT and GPT-2 layers), or the classes named by --blocks
@@ -60,13 +61,13 @@ GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 u
 the process's CPU time per iteration (cpu_s, cpu_change) is recorded: on a shared machine it
 drifts less than wall-clock time.
 
-Writes to -o DIR (the CSV and JSON after every model and batch size, so that a run stopped
-midway keeps what it measured): results.csv and results.json (every measurement, and in the JSON the machine:
-CPU, cores, memory, torch version, malloc setting), memory.png and latency.png (per model,
-memory-MODEL.png and latency-MODEL.png with several models) and scatter.png. Progress goes to
-stderr (-q to silence): a log line per step, and on a terminal a bar per model and batch size
-naming the configuration and round (with the profile's and the MILP's bars under it while they
-build); the table goes to stdout.
+Writes to -o DIR, after every model and batch size (so that a run stopped midway keeps what it
+measured, and --resume takes it up there): results.csv and results.json (every measurement, and
+in the JSON the machine: CPU, cores, memory, torch version, malloc setting), then memory.png and
+latency.png (per model, memory-MODEL.png and latency-MODEL.png with several models) and
+scatter.png. Progress goes to stderr (-q to silence): a log line per step, and on a terminal a
+bar per model and batch size naming the configuration and round (with the profile's and the
+MILP's bars under it while they build); the table goes to stdout.
 """
 
 
@@ -86,8 +87,9 @@ def _parser():
     p.add_argument("--configs", default="all", help="all, or a comma-separated subset of: eager, noac, acir-mutwo, "
                                                    "acir-optimal, checkpoint, torch-budget (default all)")
     p.add_argument("--budgets", default="60%,40%",
-                   help="acir budgets: percentages, bytes, or =NAME for the measured peak of configuration NAME "
-                        "of the same batch size, e.g. =checkpoint or =torch-budget-0.2 (default 60%%,40%%)")
+                   help="acir budgets: percentages, bytes, floor (the lowest peak mu-TWO can reach), or =NAME for "
+                        "the measured peak of configuration NAME of the same batch size, e.g. =checkpoint or "
+                        "=torch-budget-0.2 (default 60%%,40%%)")
     p.add_argument("--optimal-budgets", default=None, metavar="BUDGETS",
                    help="acir-optimal's budgets, the same forms (default: --budgets)")
     p.add_argument("--torch-budgets", default="0.5,0.2",
@@ -110,6 +112,9 @@ def _parser():
     p.add_argument("--allocator-peak", action="store_true",
                    help="CPU: also record the profiler's allocator-level peak (operator scratch included)")
     p.add_argument("-o", "--output", default="out/bench", metavar="DIR", help="output folder (default out/bench)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep what an earlier run with the same settings wrote to -o DIR: a model and batch size "
+                        "whose every configuration is in its results.json is not measured again")
     p.add_argument("--no-plots", action="store_true", help="write the CSV and JSON only")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (no log lines, no bars)")
     p.add_argument("--replot", metavar="RESULTS.json",
@@ -119,7 +124,7 @@ def _parser():
 
 def _options(args):
     from acir.analysis.budget import parse_budget
-    from acir.bench.configs import FAMILIES
+    from acir.bench.configs import FAMILIES, FLOOR
     from acir.bench.driver import BenchOptions
     from acir.errors import BenchError
 
@@ -137,7 +142,7 @@ def _options(args):
     budgets = tuple(_split(args.budgets))
     optimal_budgets = None if args.optimal_budgets is None else tuple(_split(args.optimal_budgets))
     for b in budgets + (optimal_budgets or ()):
-        if not b.startswith("="):
+        if not b.startswith("=") and b != FLOOR:
             parse_budget(b)  # a ParseError says what is wrong
     if not budgets and "acir-mutwo" in configs:
         raise BenchError("--budgets is empty; acir-mutwo needs at least one")
@@ -236,8 +241,9 @@ def _body(args) -> int:
         f"threads), malloc {machine['malloc']}, device {opts.device}")
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}
     settings["command"] = " ".join(["acir-bench", *sys.argv[1:]]) if args.argv_is_cli else ""
+    prior = _prior_results(args.output, settings) if args.resume else []
     # written after every model and batch size, so that a long run stopped midway keeps what it measured
-    results = run(opts, log, done=lambda rs: write_results(rs, machine, settings, args.output))
+    results = run(opts, log, done=lambda rs: write_results(rs, machine, settings, args.output), prior=prior)
     paths = write_results(results, machine, settings, args.output)
     if not args.no_plots:
         from acir.bench.plots import write_plots
@@ -249,6 +255,32 @@ def _body(args) -> int:
     if failed:
         log(f"{failed} of {len(results)} configurations failed (see the reason column)")
     return 0
+
+
+#: Settings that do not change what is measured: a run may be resumed with others.
+_RESUMABLE = ("command", "models", "batch_sizes")
+
+
+def _prior_results(outdir: str, settings: dict) -> list:
+    """The results an earlier run wrote to ``outdir``, for ``--resume``; its settings must be these
+    (models and batch sizes aside), or its figures would not compare with the new ones."""
+    from acir.bench.results import read_results
+    from acir.errors import BenchError
+
+    path = os.path.join(outdir, "results.json")
+    if not os.path.exists(path):
+        return []  # nothing to resume: a first run
+    try:
+        results, _, old = read_results(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise BenchError(f"--resume: cannot read {path}: {e}") from e
+    differ = sorted(k for k in set(old) | set(settings)
+                    if k not in _RESUMABLE and old.get(k) != settings.get(k))
+    if differ:
+        shown = ", ".join(f"{k} (was {old.get(k)!r}, now {settings.get(k)!r})" for k in differ[:4])
+        raise BenchError(f"--resume: {path} was measured with other settings: {shown}; "
+                         "run with the same options, or write to another -o folder")
+    return results
 
 
 def _reexec_with_heap_retained(argv: list[str]) -> None:

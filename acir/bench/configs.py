@@ -7,7 +7,8 @@ Every configuration trains its own copy of the same workload, built from the sam
 - ``eager``: plain PyTorch, the reference a user starts from.
 - ``noac``: the captured acir step without activation checkpointing (``acir.compile``).
 - ``acir-<planner>-<budget>``: the same capture, profiled once per batch size on copies of
-  the model, then planned (``mutwo`` or ``optimal``) and rewritten for each budget.
+  the model, then planned (``mutwo`` or ``optimal``) and rewritten for each budget; the
+  budget ``floor`` is the lowest peak μ-TWO knows how to reach (the bottom of a sweep).
 - ``checkpoint``: ``torch.utils.checkpoint`` (non-reentrant) around every block: the
   children of an ``nn.ModuleList`` / ``nn.Sequential`` that repeat one class with
   submodules (ResNet's BasicBlock/Bottleneck, BERT's and GPT-2's layers), or the classes
@@ -33,6 +34,9 @@ from typing import Any, Callable
 
 from acir.errors import BenchError
 from acir.ir.analyses import LIVENESS, PLAN, PROFILE
+
+#: A planned configuration's budget that is the lowest peak its planner knows how to reach.
+FLOOR = "floor"
 
 #: The configuration families, in the order they run and are drawn.
 FAMILIES = ("eager", "noac", "acir-mutwo", "acir-optimal", "checkpoint", "torch-budget")
@@ -133,6 +137,7 @@ class Builder:
         self.torch_backend = torch_backend or ("inductor" if w.device.startswith("cuda") else "aot_eager")
         self._captured = None  # the noac Module
         self._profiled = None  # the same, with a profile block
+        self._floor_bytes: int | None = None
 
     def build(self, spec: ConfigSpec, budget: str = "") -> Runner:
         """``spec``'s runner; ``budget`` replaces a matched spec's ``=NAME`` with bytes."""
@@ -187,6 +192,8 @@ class Builder:
         from acir.pipeline.registry import instantiate
         from acir.pipeline.syntax import PassSpec
 
+        if budget == FLOOR:
+            budget = str(self._floor())
         options = {"budget": budget}
         if planner == "optimal":
             options["time_limit"] = repr(float(self.time_limit))
@@ -206,6 +213,22 @@ class Builder:
             info["simulated_peak_bytes"] = live.simulated_peak_bytes
         model, opt, _, batch = fresh(self.w)
         return _acir_runner(spec, module, model, opt, batch, info)
+
+    def _floor(self) -> int:
+        """The lowest peak, in bytes, that μ-TWO knows how to reach on this workload (greedy,
+        retained and block-checkpoint plans alike): the ``floor`` budget, the sweep's first point."""
+        if self._floor_bytes is None:
+            from acir.analysis.candidates import build
+            from acir.passes.mutwo import block_start, floor_with
+            from acir.pipeline.manager import PassManager
+            from acir.pipeline.registry import instantiate
+            from acir.pipeline.syntax import PassSpec
+
+            module = copy.deepcopy(self._profile())
+            PassManager([instantiate(PassSpec("liveness", {}))]).run(module)
+            cands = build(module)
+            self._floor_bytes = floor_with(block_start(cands))(cands.problem)
+        return self._floor_bytes
 
     def _torch_budget(self, spec: ConfigSpec) -> Runner:
         import torch

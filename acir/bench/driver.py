@@ -131,12 +131,15 @@ def describe_machine(device: str = "cpu") -> dict:
 
 
 def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None,
-        done: Callable[[list[Result]], None] | None = None) -> list[Result]:
+        done: Callable[[list[Result]], None] | None = None, prior: list[Result] = ()) -> list[Result]:
     """Every configuration of every model and batch size; see the module docstring. ``done``
-    is called with the results so far after each model and batch size (to save them)."""
+    is called with the results so far after each model and batch size (to save them).
+    ``prior`` holds an earlier run's results (``acir-bench --resume``): a model and batch
+    size it holds every configuration of is taken from it, not measured again."""
     from acir.frontend import zoo
 
     specs = config_specs(opts)
+    names = {sp.name for sp in specs}
     results: list[Result] = []
     total = len(opts.models) * len(opts.batch_sizes)
     k = 0
@@ -144,6 +147,11 @@ def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None,
         seq_len, image_size = zoo.effective_sizes(model, opts.seq_len, opts.image_size)
         for b in opts.batch_sizes:
             k += 1
+            kept = [r for r in prior if (r.model, r.batch_size) == (model, b) and r.config in names]
+            if {r.config for r in kept} == names:
+                log(f"{model} b{b}: kept from the earlier run (--resume)")
+                results += sorted(kept, key=lambda r: [sp.name for sp in specs].index(r.config))
+                continue
             w = Workload(model, b, seq_len, image_size, opts.optimizer, opts.lr, opts.seed, opts.device)
             results += run_workload(w, specs, opts, log, position=f"{k}/{total}" if total > 1 else "")
             if done is not None:

@@ -108,16 +108,19 @@ def write_results(results: list[Result], machine: dict, settings: dict, outdir: 
 
     os.makedirs(outdir, exist_ok=True)
     csv_path, json_path = os.path.join(outdir, "results.csv"), os.path.join(outdir, "results.json")
-    with open(csv_path, "w", newline="") as f:
+    # each file written beside its place and then renamed over it: a run killed while writing keeps the last one
+    with open(csv_path + ".tmp", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         for r in results:
             row = r.row()
             row["latencies_s"] = ";".join(f"{t:.6f}" for t in r.latencies_s)
             w.writerow(["" if row[k] is None else row[k] for k in COLUMNS])
-    with open(json_path, "w") as f:
+    with open(json_path + ".tmp", "w") as f:
         json.dump({"machine": machine, "settings": settings, "results": [r.row() for r in results]}, f, indent=1)
         f.write("\n")
+    os.replace(csv_path + ".tmp", csv_path)
+    os.replace(json_path + ".tmp", json_path)
     return [csv_path, json_path]
 
 
