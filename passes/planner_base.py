@@ -12,7 +12,7 @@ below what recomputation can reach is one error that states the smallest reachab
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from acir.analysis.problem import Problem, evaluate, known_floor
@@ -83,6 +83,10 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, f
     extra = {"loss_heads_fused": cands.fused.total} if cands.fused.total else {}
     if retained:
         extra["retained"] = len(retained)
+    if p.overlaps and chosen:  # what the collectives in flight hide of the replays (acir.analysis.problem)
+        bare = evaluate(replace(p, overlaps=()), result.chosen, result.retained).recompute_s
+        if bare > ev.recompute_s:
+            extra["hidden_behind_collectives_s"] = round(bare - ev.recompute_s, 6)
     return PassResult(False, {**extra, "recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
                               "predicted_recompute_s": round(ev.recompute_s, 6), "solve_s": round(solve_s, 4)})
 

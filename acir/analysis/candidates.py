@@ -93,9 +93,9 @@ class _GraphIndex:
         input_storages = {g.values[i.value].storage for i in g.inputs}
         writers: dict[int, list[int]] = {}
         for r, node in enumerate(g.nodes):
-            if node.region is Region.COMMUNICATION:
-                continue  # a broadcast before the forward (data parallelism) writes inputs only
-            if node.region is not Region.FORWARD:
+            # collectives before the backward write inputs (a broadcast of buffers) or gather a
+            # parameter for the forward: its replay is a re-gather from the shard
+            if node.region not in (Region.FORWARD, Region.COMMUNICATION):
                 break
             for vid in node.output_ids():
                 sid = storage_of[vid]
@@ -187,9 +187,40 @@ def build(module: Module) -> Candidates:
     problem = Problem(tuple(timeline.live), tuple(timeline.after), timeline.persistent_bytes,
                       tuple(c.size for c in cs), tuple(c.lo for c in cs), tuple(c.hi for c in cs),
                       tuple(c.time for c in cs), tuple(c.temp for c in cs), tuple(c.srcs for c in cs),
-                      tuple(not c.reason for c in cs))
+                      tuple(not c.reason for c in cs), overlap_windows(g, run_s))
     return Candidates(problem, tuple(acts), tuple(c.reason for c in cs), tuple(c.chain for c in cs), g,
                       liveness.simulated_peak_bytes, fused)
+
+
+WAIT_OP = "_c10d_functional.wait_tensor.default"
+
+
+def overlap_windows(g: Graph, run_s: dict[int, float]) -> tuple[tuple[int, int, float], ...]:
+    """The problem's overlap windows (:mod:`acir.analysis.problem`): for each collective launched
+    at rank ``a`` and waited for at rank ``w`` (``torch.ops._c10d_functional``: the launch returns
+    at once, ``wait_tensor`` blocks until it is done), the points before nodes ``a+1..w`` run
+    while it is in flight, and its wait's profiled time is what they can hide. Windows that
+    overlap (two collectives in flight at once) are merged and their waits added: what the
+    replays can hide there is the time the step spent blocked in them."""
+    launched: dict[int, int] = {}  # value id of a collective's output -> launch rank
+    spans: list[tuple[int, int, float]] = []
+    for r, node in enumerate(g.nodes):
+        if node.op == WAIT_OP:
+            a = next((launched.pop(v) for v in node.input_ids() if v in launched), None)
+            slack = run_s.get(node.id, 0.0)
+            if a is not None and a + 1 <= r and slack > 0:
+                spans.append((a + 1, r, slack))
+        elif node.op.startswith("_c10d_functional."):
+            for v in node.output_ids():
+                launched[v] = r
+    merged: list[list] = []
+    for first, last, slack in sorted(spans):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+            merged[-1][2] += slack
+        else:
+            merged.append([first, last, slack])
+    return tuple((a, b, t) for a, b, t in merged)
 
 
 def _mutation_ranks(g: Graph) -> dict[int, list[int]]:

@@ -21,7 +21,9 @@ candidates it keeps:
   its recomputed sources that are idle there and not yet members (reachability only grows
   when ``c`` joins, and only through ``c``);
 * the time as integers (every float time is an integer multiple of one power of two), so
-  sums are exact in any order.
+  sums are exact in any order; and per overlap window (a collective in flight, see
+  :mod:`acir.analysis.problem`) the replay time of the points inside it, so that the time a
+  window hides, ``min(slack, inside)``, changes with the points a change touches.
 
 Peaks, peak ranks and recompute counts are ``evaluate``'s exactly. The time is the exact
 sum of the replay times, rounded once; ``evaluate`` adds the same times one at a time in
@@ -68,7 +70,11 @@ class PlanState:
         self.lo, self.hi = list(p.lo), list(p.hi)
         self.sizes, self.temps = [int(s) for s in p.sizes], [int(t) for t in p.temps]
         self.srcs = [tuple(ss) for ss in p.srcs]
-        self.tint, self.scale = _exact_times(p.times)
+        tint, self.scale = _exact_times(tuple(p.times) + tuple(s for _, _, s in p.overlaps))
+        self.tint, self.slack = tint[:p.n_candidates], tint[p.n_candidates:]
+        self.win = p.window_of() if p.overlaps else {}  # point rank -> overlap window
+        self.inside = [0] * len(p.overlaps)  # per window: replay time of the points in it, times scale
+        self.hidden = 0  # sum over windows of min(slack, inside): time the collectives hide, times scale
         self.readers: list[list[int]] = [[] for _ in range(p.n_candidates)]  # j -> candidates whose srcs hold j
         for i, ss in enumerate(self.srcs):
             for j in ss:
@@ -172,16 +178,40 @@ class PlanState:
             self.member_of[m].discard(h)
         for m in ms - old:
             self.member_of[m].add(h)
-        self.total -= self.point[h][2] if h in self.point else 0
+        old_t = self.point[h][2] if h in self.point else 0
+        self.total -= old_t
+        self._retime(h, -old_t)
         if ms:
             self.members[h] = ms
             st = self.point[h] = self._stats(ms)
             self.total += st[2]
+            self._retime(h, st[2])
             self.v[2 * h] = self._before(h) + st[0] + st[1]
         else:
             self.members.pop(h, None)
             self.point.pop(h, None)
             self.v[2 * h] = _NONE
+
+    def _retime(self, h: int, dt: int) -> None:
+        """The point before ``h`` takes ``dt`` more replay time: what its overlap window hides follows."""
+        w = self.win.get(h)
+        if w is not None and dt:
+            slack, old = self.slack[w], self.inside[w]
+            self.inside[w] = old + dt
+            self.hidden += min(slack, old + dt) - min(slack, old)
+
+    def _hidden_after(self, dts: dict[int, int]) -> int:
+        """:attr:`hidden` once the points ``dts`` names take that much more replay time each."""
+        by: dict[int, int] = {}
+        for h, dt in dts.items():
+            w = self.win.get(h)
+            if w is not None and dt:
+                by[w] = by.get(w, 0) + dt
+        hidden = self.hidden
+        for w, d in by.items():
+            slack, old = self.slack[w], self.inside[w]
+            hidden += min(slack, old + d) - min(slack, old)
+        return hidden
 
     def _refresh(self) -> None:
         """Rebuild the block maxima (and their prefix and suffix maxima)."""
@@ -277,13 +307,16 @@ class PlanState:
         peak = self._rest_max(c, shift, [])
         total = self.total
         members, point = self.members, self.point
+        dts = {}
         for h in self._add_points(c):
             size, temp, time = point.get(h, (0, _NONE, 0))
             dsize, dtemp, dtime = self._brings(h, c, members.get(h, _EMPTY))
             total += dtime
+            dts[h] = dtime
             before = self._before(h) + (shift if a <= 2 * h < b else 0)
             peak = max(peak, before + size + dsize + max(temp, dtemp))
-        return peak, total / self.scale
+        hidden = self._hidden_after(dts) if self.win else 0
+        return peak, (total - hidden) / self.scale
 
     def price_remove(self, c: int) -> tuple[int, float]:
         """(peak, recompute_s) of ``evaluate(problem, chosen - {c})``."""
@@ -298,13 +331,16 @@ class PlanState:
         a, b = self._window(c)
         peak = self._rest_max(c, shift, sorted(2 * h for h in changes))
         total = self.total
+        dts = {}
         for h, ms in changes.items():
             size, temp, time = self._stats(ms)
             total += time - self.point[h][2]
+            dts[h] = time - self.point[h][2]
             if ms:
                 before = self._before(h) + (shift if a <= 2 * h < b else 0)
                 peak = max(peak, before + size + temp)
-        return peak, total / self.scale
+        hidden = self._hidden_after(dts) if self.win else 0
+        return peak, (total - hidden) / self.scale
 
     def peak_bound_remove(self, c: int) -> int:
         """A lower bound on ``price_remove(c)``'s peak that walks no recomputation point:
@@ -315,11 +351,11 @@ class PlanState:
 
     def price(self) -> tuple[int, float]:
         """(peak, recompute_s) of the current plan."""
-        return max(self.floor, int(self.bpm[-1])), self.total / self.scale
+        return max(self.floor, int(self.bpm[-1])), (self.total - self.hidden) / self.scale
 
     @property
     def recompute_s(self) -> float:
-        return self.total / self.scale
+        return (self.total - self.hidden) / self.scale
 
     def peak(self) -> tuple[int, int, bool]:
         """(peak, peak_rank, peak_is_spike), as ``evaluate`` reports them (a spike is the peak only
@@ -356,6 +392,7 @@ class PlanState:
             st = self.point[h] = (size + sum(sizes[m] for m in new), max(temp, max(temps[m] for m in new)),
                                   time + sum(tint[m] for m in new))
             self.total += st[2] - time
+            self._retime(h, st[2] - time)
             self.v[2 * h] = self._before(h) + st[0] + st[1]
         self._refresh()
 

@@ -25,6 +25,15 @@ The model (it is what the rewrite pass implements):
 
 The predicted peak is the maximum over ranks and spikes; it is exact for plans the
 rewrite can realise and what ``mutwo{budget=...}`` must keep within the budget.
+
+The added time is the replays' times, less what collectives hide (data parallelism: a
+gradient bucket's all-reduce runs while the backward goes on, and its wait blocks only for
+what the backward did not cover). An *overlap window* ``(first, last, slack)`` says that a
+collective is in flight before nodes ``first..last`` and that its wait was measured blocking
+``slack`` seconds: recomputation points in that window run while the collective does, and
+up to ``slack`` seconds of them cost nothing (the wait shrinks by as much). Windows do not
+overlap one another; without any (one process, or a profile without collectives) the time
+is the plain sum.
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ class Problem:
     temps: tuple[int, ...]          # per candidate: bytes of that recomputation's intermediates
     srcs: tuple[tuple[int, ...], ...]  # per candidate: candidate indices its recomputation reads
     allowed: tuple[bool, ...]       # per candidate: False = must be kept
+    # (first, last, slack_s): points before nodes first..last run while a collective is in flight,
+    # whose wait blocked slack_s seconds; disjoint, in rank order (module docstring)
+    overlaps: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         k = len(self.sizes)
@@ -55,6 +67,16 @@ class Problem:
                 raise ValueError(f"Problem.{name} has {len(getattr(self, name))} entries, expected {k}")
         if len(self.base_after) != len(self.base_live):
             raise ValueError("Problem.base_after and base_live differ in length")
+        end = -1
+        for first, last, slack in self.overlaps:
+            if not (end < first <= last) or not (slack >= 0):
+                raise ValueError(f"Problem.overlaps: window ({first}, {last}, {slack}) is empty, negative or "
+                                 "overlaps the one before it")
+            end = last
+
+    def window_of(self) -> dict[int, int]:
+        """Rank of a recomputation point -> the overlap window it falls in (ranks in none are absent)."""
+        return {h: w for w, (first, last, _) in enumerate(self.overlaps) for h in range(first, last + 1)}
 
     @property
     def n_candidates(self) -> int:
@@ -191,14 +213,20 @@ def evaluate(p: Problem, chosen: Iterable[int], retained: Iterable[int] = ()) ->
     peak_rank = int(np.argmax(live)) if n else -1
     peak = int(live[peak_rank]) if n else p.persistent
     spike_peak = False
+    window = p.window_of() if p.overlaps else {}
+    covered = [0.0] * len(p.overlaps)  # replay time inside each overlap window
     for pt in s.points:
         for m in pt.members:
             time += p.times[m]
+        if pt.rank in window:
+            covered[window[pt.rank]] += sum(p.times[m] for m in pt.members)
         h = pt.rank
         before = int(after[h - 1]) if h > 0 else p.persistent
         top = before + spike_height(p, list(pt.members))
         if top > peak:
             peak, peak_rank, spike_peak = top, h, True
+    for (_, _, slack), t in zip(p.overlaps, covered):
+        time -= min(slack, t)
     return Evaluation(peak, peak_rank, spike_peak, time, s.counts)
 
 

@@ -33,7 +33,12 @@ The formulation
       after[h-1] - S_seg(h-1) + sum(sizes[j] * w_hj) + T_h <= budget,  T_h >= temps[j] * w_hj
 
 * **Objective.** ``min sum(times[j] * w_hj)`` over points and candidates: each candidate's
-  own recomputation, and once more at every point where it is a dead source.
+  own recomputation, and once more at every point where it is a dead source; less, per
+  overlap window (a collective in flight, :mod:`acir.analysis.problem`), the time it hides:
+  ``y_w`` in ``[0, slack_w]`` with ``y_w <= sum(times[j] * w_hj)`` over the points in the
+  window, and ``-y_w`` in the objective. Leaving terms out of a window's row lowers its
+  ``y_w`` by at most what leaving them out of the objective saved, so the model stays a
+  relaxation.
 
 Candidates reachable from a group through dead sources are many in a deep chain (every
 ancestor, at every point: quadratic), so the model starts with the groups and their
@@ -171,6 +176,8 @@ class _Model:
     index: list[int] = field(default_factory=list)
     value: list[float] = field(default_factory=list)
     infeasible: str = ""              # a rank no plan can bring under the budget
+    y: list[int] = field(default_factory=list)  # overlap window -> column of the time it hides
+    y_terms: list[dict[int, float]] = field(default_factory=list)  # overlap window -> {column: scaled time}
 
     def col(self, h: int, j: int) -> int:
         c = self.w.get((h, j))
@@ -214,7 +221,7 @@ def _build(st: _Structure, reach: dict[int, set[int]], budget: float, unit: floa
     """The model holding, per point ``h``, the candidates in ``reach[h]``, at ``budget``."""
     p = st.p
     inf = math.inf
-    m = _Model({}, {}, [], 0, {}, [], [], [], [])
+    m = _Model({}, {}, [], 0, {}, cost=[], lower=[], upper=[], integer=[])
     for i in st.allowed:
         m.x[i] = m.add_col(p.times[i] * tscale, 0.0, 1.0, True)
     for h in sorted(reach):
@@ -274,6 +281,24 @@ def _build(st: _Structure, reach: dict[int, set[int]], budget: float, unit: floa
         if h > 0 and st.n:
             terms[m.seg_col0 + m.segment(min(h - 1, st.n - 1))] = -1.0
         m.add_row(terms, -inf, room - before)
+
+    # overlap windows: y_w <= slack_w, y_w <= the replay time of the points inside the window
+    window = p.window_of() if p.overlaps else {}
+    inside: list[dict[int, float]] = [{} for _ in p.overlaps]
+    for i in st.allowed:
+        if p.hi[i] in window:
+            inside[window[p.hi[i]]][m.x[i]] = p.times[i] * tscale
+    for (h, j), c in m.w.items():
+        if h in window:
+            inside[window[h]][c] = p.times[j] * tscale
+    for (_, _, slack), terms in zip(p.overlaps, inside):
+        y = m.add_col(-1.0, 0.0, slack * tscale, False)
+        m.y.append(y)
+        m.y_terms.append(terms)
+        if terms:
+            m.add_row({y: 1.0, **{c: -v for c, v in terms.items()}}, -inf, 0.0)
+        else:
+            m.upper[y] = 0.0
     return m
 
 
@@ -292,6 +317,8 @@ def _start(st: _Structure, m: _Model, reach: dict[int, set[int]], chosen: set[in
             vals[m.t[h]] = max((p.temps[j] for j in members & reach[h]), default=0) / unit
     for c, a in enumerate(m.seg_starts):
         vals[m.seg_col0 + c] = sum(p.sizes[i] for i in chosen if p.covers(i, a)) / unit
+    for y, terms in zip(m.y, m.y_terms):  # what each window hides for this plan
+        vals[y] = min(m.upper[y], sum(v * vals[c] for c, v in terms.items()))
     return vals
 
 
