@@ -4,7 +4,8 @@ Not a test. Run under torchrun (gloo, CPU)::
 
     MASTER_ADDR=127.0.0.1 torchrun --nproc-per-node 2 benchmarks/overlap_ddp.py --budget 60% --out overlap.json
 
-Every rank builds the same residual MLP (``--blocks`` blocks of Linear(d, 4d), GELU, Linear(4d, d); seed 0) twice,
+Every rank builds the same residual MLP (``--blocks`` blocks of Linear(d, 4d), GELU, Linear(4d, d), d = ``--width``;
+seed 0) twice,
 with AdamW, and compiles each copy with ``acir.compile(..., distributed="ddp", budget=...)``:
 
 - ``windows``: planned as acir plans, the overlap windows in the problem (a recomputation between a bucket's
@@ -61,7 +62,10 @@ def plan_facts(step) -> dict:
 
     m = step.module
     plan, prof = m.analyses[PLAN], m.analyses.get(PROFILE)
+    run = prof.run_s() if prof is not None else {}
+    waits = [run.get(n.id, 0.0) for n in m.graph.nodes if n.op == "_c10d_functional.wait_tensor.default"]
     return {"predicted_recompute_s": plan.predicted_recompute_s, "recomputed": len(plan.recomputed()),
+            "profiled_waits_s": sum(waits), "waits": len(waits),
             "predicted_peak_bytes": plan.predicted_peak_bytes, "budget_bytes": plan.budget_bytes,
             "iteration_s": prof.iteration_s if prof is not None else None}
 
@@ -74,7 +78,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", default="60%")
-    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=8)
@@ -89,11 +93,11 @@ def main() -> None:
 
     def batch(k: int):
         g = torch.Generator().manual_seed(1000 * k + rank)
-        return torch.randn(args.batch, args.d, generator=g), torch.randint(0, 16, (args.batch,), generator=g)
+        return torch.randn(args.batch, args.width, generator=g), torch.randint(0, 16, (args.batch,), generator=g)
 
     steps, facts = {}, {}
     for name in ("windows", "bare"):
-        model = make_model(args.d, args.blocks)
+        model = make_model(args.width, args.blocks)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         with windows_left_out() if name == "bare" else contextlib.nullcontext():
             steps[name] = acir.compile(model, opt, loss_fn, batch(0), distributed="ddp", budget=args.budget,

@@ -25,7 +25,13 @@ the root (FSDP2's recommended use), with PyTorch's own collectives
   backward gathers again before its first use of the parameter, and replays the forward's
   views of it that the backward reads; the root's parameters are not resharded after the
   forward (FSDP2 keeps the root's, which the backward needs at once), so the backward reads
-  the forward's gathered buffer.
+  the forward's gathered buffer. With ``reshard-after-forward=false`` every gathered
+  parameter is kept for the backward, and so is a candidate of the planners like an
+  activation (made before the backward, read in it): recomputing it is gathering it again
+  from the shard (its chain: the all-gather, the wait and the views), priced at the
+  gather's profiled time, so μ-TWO and the MILP choose, parameter by parameter and under the
+  budget, what FSDP2's ``reshard_after_forward`` decides for a whole group
+  (``acir.compile(..., distributed="fsdp", budget=...)`` plans this way).
 * **Reduce-scatter.** Gradients are scattered per FSDP2 parameter group (a block, or the
   root's own parameters), in FSDP2's order (``_get_managed_modules``' post-order), once the
   group's last gradient is final: ``_chunk_cat`` of the gradients into a ``world x padded``

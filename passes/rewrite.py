@@ -19,7 +19,8 @@ can be checked against the plan's prediction:
   and dies with it), and again later at its own first backward use — the plan's recompute
   count;
 * a copy is a node of region BACKWARD whose ``recompute_of`` names the forward node it
-  replays, with that node's module path.
+  replays, with that node's module path (a collective's copy stays COMMUNICATION: on a
+  sharded step, a parameter gathered again from its shard instead of kept).
 
 Hazards, and how each is handled:
 
@@ -252,7 +253,8 @@ class _Rewriter:
             out_env[vid] = b.value(self.g.values[vid], fresh[s])
         new = Node(id=b.next_node, name=b.name(node.name), op=op, args=_remap(args, env),
                    kwargs={k: _remap(v, env) for k, v in kwargs.items()}, outputs=_remap(node.outputs, out_env),
-                   region=Region.BACKWARD, module=node.module, recompute_of=node.id)
+                   region=Region.COMMUNICATION if node.region is Region.COMMUNICATION else Region.BACKWARD,
+                   module=node.module, recompute_of=node.id)
         b.next_node += 1
         return new
 

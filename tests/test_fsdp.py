@@ -219,12 +219,13 @@ def _single_process_step(d: int = 7, depth: int = 3, batch: int = 32):
     return model, opt, b, acir.compile(model, opt, loss_fn, b, quiet=True).module
 
 
-def _sharded(module, world: int, rank: int, then: str = "liveness"):
+def _sharded(module, world: int, rank: int, then: str = "liveness", reshard: bool = True):
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
 
     mod = copy.deepcopy(module)
-    text = f"fsdp{{world={world},rank={rank}}}" + (f",{then}" if then else "")
+    text = f"fsdp{{world={world},rank={rank},reshard-after-forward={str(reshard).lower()}}}" + \
+        (f",{then}" if then else "")
     PassManager(build_pipeline(text), verify=True).run(mod)
     return mod
 
@@ -341,10 +342,10 @@ def test_groups_are_fsdp2s():
 
 @pytest.mark.parametrize("budget", ["80%", "60%", "40%"])
 def test_a_budget_holds_after_the_rewrite(budget):
-    """A replay in the backward that reads a block's parameter keeps the forward's gathered copy
-    alive until it, which the plan does not price (docs/fsdp.md): the rewritten step's simulated
-    peak can exceed the plan's prediction. acir.compile plans again to a lower budget until the
-    rewritten step fits what was asked, or says it cannot (acir.api.planning.plan_within)."""
+    """With a budget the step keeps its gathered parameters and the plan chooses which to gather
+    again; a replay that reads a block's weight reads it as a priced source (kept, or gathered
+    again there), so the rewritten step simulates exactly what the plan predicted, within the
+    budget asked (acir.compile would plan again if not: acir.api.planning.plan_within)."""
     import acir
     from acir.analysis.budget import parse_budget
     from acir.errors import InfeasibleBudget
@@ -365,3 +366,32 @@ def test_a_budget_holds_after_the_rewrite(budget):
     live = step.module.analyses[LIVENESS]
     target = parse_budget(budget).resolve(live.persistent_bytes, step.plan.no_ac_peak_bytes)  # as the planner does
     assert live.simulated_peak_bytes <= target, (live.simulated_peak_bytes, target, step.plan.budget_bytes)
+    assert live.simulated_peak_bytes == step.plan.predicted_peak_bytes
+
+
+def test_gathering_again_is_a_planning_decision():
+    """Kept from the forward (reshard-after-forward=false), each gathered parameter is a candidate
+    like an activation: the planner frees the ones it pays to free and the rewrite gathers them
+    again from the shard before their backward use, priced at the gather's time; the plan's
+    prediction is what the rewritten step simulates, within the budget."""
+    from acir.analysis.candidates import build
+    from acir.analysis.simulator import simulate
+    from acir.ir.analyses import PLAN
+    from acir.ir.verify import verify
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
+
+    _, _, _, module = _single_process_step(d=32, batch=64)
+    kept = _sharded(module, 2, 0, "profile{method=analytic},liveness", reshard=False)
+    cands = build(kept)
+    gathered = [i for i, chain in enumerate(cands.chains)
+                if any(cands.graph.nodes[r].op.endswith("all_gather_into_tensor.default") for r in chain)]
+    assert gathered and all(not cands.reasons[i] for i in gathered)  # every block weight may be gathered again
+    peak = simulate(kept.graph).peak_bytes
+    budget = peak - sum(cands.problem.sizes[i] for i in gathered) // 2
+    PassManager(build_pipeline(f"mutwo{{budget={budget}B}},rewrite"), verify=True).run(kept)
+    verify(kept)
+    plan = kept.analyses[PLAN]
+    regathers = [n for n in kept.graph.nodes if n.op.endswith("all_gather_into_tensor.default") and n.recompute_of]
+    assert regathers and all(n.region.name == "COMMUNICATION" for n in regathers)
+    assert simulate(kept.graph).peak_bytes == plan.predicted_peak_bytes <= budget

@@ -84,8 +84,10 @@ def storage_lives(graph: Graph, run_s: dict[int, float] | None = None) -> list[S
     Ranks are positions in ``graph.nodes``. ``defined`` is the first node that outputs a
     value in the storage (-1 for a graph input's); ``last_use`` the last node that reads a
     value in it (or outputs into it), ``len(nodes)`` for graph outputs and inputs, and the
-    defining rank when nothing reads it. An *activation* is created by a forward node and
-    read by a backward one; its ``inactive_s`` is the run time (``run_s``, by node id) of
+    defining rank when nothing reads it. An *activation* is created by a forward node (or by
+    a collective before the backward starts: a parameter all-gathered for the forward, which
+    a sharded step may gather again instead of keeping) and read by a backward one; its
+    ``inactive_s`` is the run time (``run_s``, by node id) of
     the nodes strictly between its last forward use (its definition when no forward node
     reads it) and its first backward use.
     """
@@ -142,10 +144,12 @@ def storage_lives(graph: Graph, run_s: dict[int, float] | None = None) -> list[S
             acc += run_s.get(node.id, 0.0)
             prefix[r + 1] = acc
 
+    bw_start = next((r for r, node in enumerate(nodes) if node.region is BW), n)
     out: list[StorageLife] = []
     for k, s in enumerate(graph.storages):
         d = defined[k]
-        act = 0 <= d < n and nodes[d].region is FW and first_bw[k] >= 0
+        act = 0 <= d < n and first_bw[k] >= 0 and (
+            nodes[d].region is FW or (nodes[d].region is Region.COMMUNICATION and d < bw_start))
         inactive = 0.0
         if act and prefix is not None:
             start = max(last_fw[k], d)

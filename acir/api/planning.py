@@ -70,9 +70,9 @@ def plan_within(module: Module, plan_pass, verify: bool) -> None:
     """Plan ``module`` (profiled, with liveness) with ``plan_pass`` and rewrite it so that its
     simulated peak is within the budget asked, not only the plan's prediction.
 
-    The two differ where the rewrite must keep something alive that the plan did not price (on
-    a sharded step, a parameter gathered for the forward that a replay in the backward reads,
-    docs/fsdp.md). Then the plan is made again from the module as it was, to the budget minus
+    The two agree byte for byte wherever the schedule model describes what the rewrite does
+    (every step measured so far, sharded ones included since gathered parameters are priced
+    sources); should they differ, the plan is made again from the module as it was, to the budget minus
     the overshoot (twice it the second time, and so on), at most :data:`TIGHTENINGS` times;
     the plan block records the budget the last plan was made to. A budget that still cannot
     be met raises RewriteOverBudget (an InfeasibleBudget) stating the lowest simulated peak

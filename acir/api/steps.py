@@ -271,15 +271,18 @@ class Step:
         if o.distributed is not None:
             # DDP broadcasts buffers before a forward that follows a synchronised one: with
             # no_sync() accumulation, before each cycle's first micro-batch only
-            _make_data_parallel(module, o.distributed, reduce=phase.steps, broadcast=not phase.carried)
+            # with a budget, FSDP2's reshard-after-forward is the planner's choice, parameter by parameter
+            _make_data_parallel(module, o.distributed, reduce=phase.steps, broadcast=not phase.carried,
+                                reshard=o.budget is None)
         if o.verify:
             from acir.ir.verify import verify
 
             verify(module)
         failed: AcirError | None = None
+        unplanned = None
         try:
             if o.budget is not None and sharded:
-                _plan_sharded(module, self.model, self.optimizer, batch, o)
+                unplanned = _plan_sharded(module, self.model, self.optimizer, batch, o)
             elif o.budget is not None:
                 plan_and_rewrite(module, self.model, self.optimizer, batch, o.budget, o.planner, o.profile_reps,
                                  o.verify, same_times_on_every_rank=together)
@@ -289,6 +292,12 @@ class Step:
             failed = e  # the other ranks must hear of it, or they would wait for this one
         if o.distributed is not None and together:
             _every_rank_planned(failed, o.distributed)
+            if unplanned is not None:
+                try:
+                    _rank0_plan_everywhere(module, unplanned, o.distributed, o.verify)
+                except AcirError as e:
+                    failed = e
+                _every_rank_planned(failed, o.distributed)
             _same_graph_on_every_rank(module, o.distributed)
         g = _Graph(module, BoundStep(module, self.model, self.optimizer), frozenset(updated_parameters(module)),
                    tuple(traced.grad_names), time.perf_counter() - t0)
@@ -318,16 +327,20 @@ def _what_changed(sig: tuple, others: list[tuple]) -> str:
     return " and ".join(p for p, a, b in zip(parts, sig, near) if a != b) or "a step"
 
 
-def _make_data_parallel(module: Module, d: _Distributed, reduce: bool = True, broadcast: bool = True) -> None:
+def _make_data_parallel(module: Module, d: _Distributed, reduce: bool = True, broadcast: bool = True,
+                        reshard: bool = True) -> None:
     """Run the ``ddp`` or ``fsdp`` pass for this process group (recorded in the header's pipeline);
-    ``reduce=False``: a micro-batch that does not step, as DDP runs it under ``no_sync()``."""
+    ``reduce=False``: a micro-batch that does not step, as DDP runs it under ``no_sync()``;
+    ``reshard=False``: every gathered parameter kept from the forward to the backward, so that
+    a planner decides which to gather again (each is a candidate, its gather the replay)."""
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import instantiate
     from acir.pipeline.syntax import PassSpec
 
     if d.kind == "fsdp":
         spec = PassSpec("fsdp", {"world": str(d.world), "rank": str(d.rank), "group": d.group.group_name,
-                                 "blocks": " ".join(d.blocks)})
+                                 "blocks": " ".join(d.blocks),
+                                 "reshard-after-forward": "true" if reshard else "false"})
     else:
         spec = PassSpec("ddp", {"world": str(d.world), "bucket": str(d.bucket_bytes), "group": d.group.group_name,
                                 "reduce": "true" if reduce else "false",
@@ -385,15 +398,16 @@ class _unsharded_stand_ins:  # noqa: N801 - used as a context manager, named lik
             mod._parameters[key] = p
 
 
-def _plan_sharded(module: Module, model, optimizer, batch, o: _Options) -> None:
+def _plan_sharded(module: Module, model, optimizer, batch, o: _Options) -> tuple:
     """``plan_and_rewrite`` for an fsdp step: profile on copies of the sharded model and optimizer
-    (every rank runs the same collectives), plan every rank on rank 0's times, rewrite."""
+    (every rank runs the same collectives), plan every rank on rank 0's times, rewrite. Returns
+    the module as it was before planning (:func:`_rank0_plan_everywhere` may rewrite it again)."""
     import copy
 
     import torch
     import torch.distributed as dist
 
-    from acir.api.planning import plan_within, planner_pass
+    from acir.api.planning import _snapshot, plan_within, planner_pass
     from acir.ir.analyses import PROFILE
     from acir.passes.profile import profile_step
     from acir.pipeline.manager import PassManager
@@ -412,7 +426,38 @@ def _plan_sharded(module: Module, model, optimizer, batch, o: _Options) -> None:
     module.analyses[PROFILE] = shared[0]
     module.header.pipeline.append(f"profile{{reps={o.profile_reps},warmup=1}}")
     PassManager(build_pipeline("liveness"), verify=o.verify).run(module)
+    unplanned = _snapshot(module)
     plan_within(module, plan_pass, o.verify)
+    return unplanned
+
+
+def _rank0_plan_everywhere(module: Module, unplanned: tuple, d: _Distributed, verify: bool) -> None:
+    """Make every rank's plan rank 0's. A sharded step's replays run collectives (a parameter
+    gathered again from its shard), so every rank must replay the same ones at the same points.
+    The ranks plan on the same times, but the last ranks' shards can be smaller (FSDP2 pads the
+    parameters' storage, not their optimizer state), so their memory, and from it their plans,
+    can differ: a rank whose plan is not rank 0's is rewritten from ``unplanned`` with rank 0's
+    plan, which its memory, no larger than rank 0's at any node, fits as well."""
+    import dataclasses
+
+    import torch.distributed as dist
+
+    from acir.api.planning import _snapshot
+    from acir.ir.analyses import PLAN
+    from acir.pipeline.manager import PassManager
+    from acir.pipeline.registry import build_pipeline
+
+    plan = module.analyses[PLAN]
+    mine = sorted((t.storage, t.retained) for t in plan.recomputed())
+    shared = [(mine, plan)]
+    dist.broadcast_object_list(shared, src=0, group=d.group)
+    theirs, plan0 = shared[0]
+    if theirs == mine:
+        return
+    module.header, module.graph, module.analyses = _snapshot(unplanned)
+    module.analyses[PLAN] = dataclasses.replace(plan0, revision=module.header.revision)
+    module.header.pipeline.append(plan0.planner)
+    PassManager(build_pipeline("rewrite"), verify=verify).run(module)
 
 
 def _every_rank_planned(failed, d: _Distributed) -> None:
