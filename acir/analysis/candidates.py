@@ -21,6 +21,9 @@ What may not be replayed, and why (the reason is recorded in the plan):
 * a replay that would read a tensor after it has been updated in place: a source or a
   parameter that a later node (another in-place op, or the optimizer's update interleaved
   into the backward) writes before the recomputation point;
+* a replay that would read a source after that source's last use (on a sharded step, a tied
+  weight gathered for the forward and last read early in the backward): the replay would
+  keep it alive past its end, which no plan prices;
 * the step's output (it must stay to the end), and an activation with no idle window.
 
 The run time of a replay is the sum of the profiled times of the nodes it replays.
@@ -86,6 +89,7 @@ class _GraphIndex:
     mutations: dict[int, list[int]]     # storage -> ranks that write into it in place (ascending)
     rng_states: dict[int, int]          # random op rank -> its saved state's storage
     index: dict[int, int]               # activation storage -> candidate index
+    acts: list[int]                     # candidate index -> activation storage
 
     @classmethod
     def of(cls, g: Graph, lives: list[StorageLife]) -> _GraphIndex:
@@ -106,7 +110,8 @@ class _GraphIndex:
         acts = [life.storage for life in lives if life.activation]
         return cls(g, {life.storage: life for life in lives}, {s.id: s.nbytes for s in g.storages}, storage_of,
                    input_storages, {g.values[v].storage for v in g.outputs}, writers, _mutation_ranks(g),
-                   {r: storage_of[v] for r, v in linked_states(g).items()}, {sid: k for k, sid in enumerate(acts)})
+                   {r: storage_of[v] for r, v in linked_states(g).items()}, {sid: k for k, sid in enumerate(acts)},
+                   acts)
 
 
 @dataclass
@@ -159,6 +164,7 @@ def _candidate(ix: _GraphIndex, sid: int, run_s: dict[int, float]) -> _Candidate
                 else:
                     temp += ix.nbytes.get(d, 0)
                     todo.append(d)
+    reason = reason or _read_after_end(ix, src, life.first_bw_use)
     if not reason and sid in ix.output_storages:
         reason = "a step output"
     start = max(life.last_fw_use, life.defined) + 1
@@ -280,6 +286,13 @@ def _stale_read(ix: _GraphIndex, node, rank: int, until: int, rebuilt: int) -> s
             w = ix.graph.nodes[ranks[k]]
             return f"reads a tensor that {w.name} ({w.op}) updates in place before the recomputation"
     return ""
+
+
+def _read_after_end(ix: _GraphIndex, src: set[int], at: int) -> str:
+    """Why a replay at rank ``at`` may not read its sources: one of them is past its last use
+    there (the replay would keep it alive beyond its end, which no plan prices), or ""."""
+    late = next((ix.acts[k] for k in sorted(src) if ix.lives[ix.acts[k]].last_use < at), None)
+    return "" if late is None else f"its replay reads s{late} after that tensor's last use (a tied weight ...)"
 
 
 def _schema_args(op: str):
