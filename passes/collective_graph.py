@@ -8,7 +8,7 @@ passes make (pointing readers at new values, PyTorch's optimizer order and back)
 from __future__ import annotations
 
 from acir.ir.graph import Graph, Node, Region, Role, Storage, Value, ValueRef
-from acir.runtime.distributed import COLLECTIVE_PREFIX
+from acir.ir.ops import COLLECTIVE_PREFIX, WAIT_TENSOR
 
 #: The namespace of the collective ops the IR holds (torch's functional collectives).
 COLLECTIVE_NAMESPACE = COLLECTIVE_PREFIX.rstrip(".")
@@ -16,7 +16,7 @@ ALL_REDUCE = COLLECTIVE_PREFIX + "all_reduce_.default"
 BROADCAST = COLLECTIVE_PREFIX + "broadcast_.default"
 ALL_GATHER = COLLECTIVE_PREFIX + "all_gather_into_tensor.default"
 REDUCE_SCATTER = COLLECTIVE_PREFIX + "reduce_scatter_tensor.default"
-WAIT = COLLECTIVE_PREFIX + "wait_tensor.default"
+WAIT = WAIT_TENSOR
 
 
 def holds_collectives(g: Graph) -> bool:

@@ -111,8 +111,9 @@ def test_the_milp_is_never_worse_than_mutwo_under_windows(p: Problem, frac: floa
 def test_windows_come_from_each_collective_and_its_wait():
     from ir_fixtures import GraphBuilder
 
-    from acir.analysis.candidates import WAIT_OP, overlap_windows
+    from acir.analysis.candidates import overlap_windows
     from acir.ir.graph import InputKind
+    from acir.ir.ops import WAIT_TENSOR as WAIT_OP
 
     b = GraphBuilder()
     x = b.input("w", InputKind.PARAMETER, (8,))

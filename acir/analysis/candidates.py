@@ -38,7 +38,7 @@ from acir.analysis.loss_head import FusionStats, fused_view
 from acir.analysis.problem import Problem
 from acir.ir.analyses import LIVENESS, PROFILE, StorageLife, require
 from acir.ir.graph import Graph, Module, Region, arg_refs
-from acir.ir.ops import functional_variant, is_random, mutated_args, written_args
+from acir.ir.ops import COLLECTIVE_PREFIX, WAIT_TENSOR, functional_variant, is_random, mutated_args, written_args
 from acir.ir.rng import STATE_OP, linked_states
 
 #: Batch-norm overloads whose running statistics a replay can leave out (pass None).
@@ -198,9 +198,6 @@ def build(module: Module) -> Candidates:
                       liveness.simulated_peak_bytes, fused)
 
 
-WAIT_OP = "_c10d_functional.wait_tensor.default"
-
-
 def overlap_windows(g: Graph, run_s: dict[int, float]) -> tuple[tuple[int, int, float], ...]:
     """The problem's overlap windows (:mod:`acir.analysis.problem`): for each collective launched
     at rank ``a`` and waited for at rank ``w`` (``torch.ops._c10d_functional``: the launch returns
@@ -211,12 +208,12 @@ def overlap_windows(g: Graph, run_s: dict[int, float]) -> tuple[tuple[int, int, 
     launched: dict[int, int] = {}  # value id of a collective's output -> launch rank
     spans: list[tuple[int, int, float]] = []
     for r, node in enumerate(g.nodes):
-        if node.op == WAIT_OP:
+        if node.op == WAIT_TENSOR:
             a = next((launched.pop(v) for v in node.input_ids() if v in launched), None)
             slack = run_s.get(node.id, 0.0)
             if a is not None and a + 1 <= r and slack > 0:
                 spans.append((a + 1, r, slack))
-        elif node.op.startswith("_c10d_functional."):
+        elif node.op.startswith(COLLECTIVE_PREFIX):
             for v in node.output_ids():
                 launched[v] = r
     merged: list[list] = []

@@ -437,13 +437,14 @@ def _rank0_plan_everywhere(module: Module, unplanned: tuple, d: _Distributed, ve
     The ranks plan on the same times, but the last ranks' shards can be smaller (FSDP2 pads the
     parameters' storage, not their optimizer state), so their memory, and from it their plans,
     can differ: a rank whose plan is not rank 0's is rewritten from ``unplanned`` with rank 0's
-    plan, which its memory, no larger than rank 0's at any node, fits as well."""
+    plan, and its simulated peak must then be within the budget rank 0 planned to."""
     import dataclasses
 
     import torch.distributed as dist
 
     from acir.api.planning import _snapshot
-    from acir.ir.analyses import PLAN
+    from acir.errors import RewriteOverBudget
+    from acir.ir.analyses import LIVENESS, PLAN
     from acir.pipeline.manager import PassManager
     from acir.pipeline.registry import build_pipeline
 
@@ -458,6 +459,9 @@ def _rank0_plan_everywhere(module: Module, unplanned: tuple, d: _Distributed, ve
     module.analyses[PLAN] = dataclasses.replace(plan0, revision=module.header.revision)
     module.header.pipeline.append(plan0.planner)
     PassManager(build_pipeline("rewrite"), verify=verify).run(module)
+    peak = module.analyses[LIVENESS].simulated_peak_bytes
+    if peak > plan0.budget_bytes:  # its shards are no larger than rank 0's, so this is not expected
+        raise RewriteOverBudget(plan0.budget_bytes, peak, plan0.planner.split("{")[0], 1)
 
 
 def _every_rank_planned(failed, d: _Distributed) -> None:

@@ -139,7 +139,7 @@ def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None,
     from acir.frontend import zoo
 
     specs = config_specs(opts)
-    names = {sp.name for sp in specs}
+    order = {sp.name: k for k, sp in enumerate(specs)}
     results: list[Result] = []
     total = len(opts.models) * len(opts.batch_sizes)
     k = 0
@@ -147,10 +147,10 @@ def run(opts: BenchOptions, log: Callable[[str], None] = lambda s: None,
         seq_len, image_size = zoo.effective_sizes(model, opts.seq_len, opts.image_size)
         for b in opts.batch_sizes:
             k += 1
-            kept = [r for r in prior if (r.model, r.batch_size) == (model, b) and r.config in names]
-            if {r.config for r in kept} == names:
+            kept = [r for r in prior if (r.model, r.batch_size) == (model, b) and r.config in order]
+            if {r.config for r in kept} == set(order):
                 log(f"{model} b{b}: kept from the earlier run (--resume)")
-                results += sorted(kept, key=lambda r: [sp.name for sp in specs].index(r.config))
+                results += sorted(kept, key=lambda r: order[r.config])
                 continue
             w = Workload(model, b, seq_len, image_size, opts.optimizer, opts.lr, opts.seed, opts.device)
             results += run_workload(w, specs, opts, log, position=f"{k}/{total}" if total > 1 else "")

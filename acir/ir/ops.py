@@ -55,6 +55,11 @@ def to_torch(arg, value: Callable[[int], Any]):
 
 
 #: Words in an overload name that mark an op drawing random numbers (it advances the RNG).
+#: torch's functional collectives (``torch.ops._c10d_functional``), as IR op names: a launch
+#: returns at once and ``wait_tensor`` blocks until it is done.
+COLLECTIVE_PREFIX = "_c10d_functional."
+WAIT_TENSOR = COLLECTIVE_PREFIX + "wait_tensor.default"
+
 RANDOM_WORDS = ("rand", "bernoulli", "dropout", "normal", "uniform", "multinomial", "exponential",
                 "geometric", "cauchy", "log_normal", "random_", "poisson")
 

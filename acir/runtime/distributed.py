@@ -26,8 +26,7 @@ import os
 from typing import Iterator
 
 from acir.ir.graph import Module
-
-COLLECTIVE_PREFIX = "_c10d_functional."
+from acir.ir.ops import COLLECTIVE_PREFIX
 
 
 def has_collectives(module: Module) -> bool:

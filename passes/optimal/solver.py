@@ -221,7 +221,7 @@ def _build(st: _Structure, reach: dict[int, set[int]], budget: float, unit: floa
     """The model holding, per point ``h``, the candidates in ``reach[h]``, at ``budget``."""
     p = st.p
     inf = math.inf
-    m = _Model({}, {}, [], 0, {}, cost=[], lower=[], upper=[], integer=[])
+    m = _Model({}, {}, [], 0, {}, [], [], [], [])
     for i in st.allowed:
         m.x[i] = m.add_col(p.times[i] * tscale, 0.0, 1.0, True)
     for h in sorted(reach):
