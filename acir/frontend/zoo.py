@@ -98,7 +98,11 @@ def _bert(tiny: bool) -> Callable[[int, int, int], Workload]:
     return build
 
 
-def _gpt2(tiny: bool) -> Callable[[int, int, int], Workload]:
+GPT2_SIZES = {"tiny": dict(n_embd=128, n_layer=2, n_head=2), "small": {},
+              "medium": dict(n_embd=1024, n_layer=24, n_head=16)}
+
+
+def _gpt2(size: str) -> Callable[[int, int, int], Workload]:
     def build(b: int, seq_len: int, _i: int) -> Workload:
         import torch
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -106,8 +110,7 @@ def _gpt2(tiny: bool) -> Callable[[int, int, int], Workload]:
 
         hf_logging.set_verbosity_error()
 
-        kw = dict(n_embd=128, n_layer=2, n_head=2) if tiny else {}
-        config = GPT2Config(n_positions=max(1024, seq_len), **kw)
+        config = GPT2Config(n_positions=max(1024, seq_len), **GPT2_SIZES[size])
         model = GPT2LMHeadModel(config)
         ids = torch.randint(0, config.vocab_size, (b, seq_len))
         batch = {"input_ids": ids, "labels": ids.clone()}
@@ -123,8 +126,10 @@ ZOO: dict[str, ZooEntry] = {
     "resnet152": ZooEntry("torchvision ResNet-152, 1000 classes", _resnet("resnet152"), default_image_size=224),
     "bert-tiny": ZooEntry("BertForMaskedLM, 2 layers, hidden 128", _bert(True), default_seq_len=128),
     "bert-base": ZooEntry("BertForMaskedLM, bert-base-uncased config", _bert(False), default_seq_len=128),
-    "gpt2-tiny": ZooEntry("GPT2LMHeadModel, 2 layers, hidden 128", _gpt2(True), default_seq_len=128),
-    "gpt2": ZooEntry("GPT2LMHeadModel, gpt2 (124M) config", _gpt2(False), default_seq_len=128),
+    "gpt2-tiny": ZooEntry("GPT2LMHeadModel, 2 layers, hidden 128", _gpt2("tiny"), default_seq_len=128),
+    "gpt2": ZooEntry("GPT2LMHeadModel, gpt2 (124M) config", _gpt2("small"), default_seq_len=128),
+    "gpt2-medium": ZooEntry("GPT2LMHeadModel, gpt2-medium (355M) config: 24 layers, hidden 1024",
+                            _gpt2("medium"), default_seq_len=128),
 }
 
 

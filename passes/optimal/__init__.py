@@ -17,7 +17,7 @@ from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 from acir.ir.graph import Module
 from acir.pipeline.pass_base import Pass, PassResult
 
-__all__ = ["Optimal", "warm_starts"]
+__all__ = ["Optimal", "best_plan", "warm_starts"]
 
 
 def warm_starts(problem: Problem, budget: int) -> list[tuple[int, ...]]:
@@ -72,18 +72,43 @@ class Optimal(Pass):
                            cands=cands)
 
     def _solve(self, problem: Problem, budget: int, starts=()):
-        from acir.passes.mutwo.solver import solve as mutwo
-        from acir.passes.optimal.solver import solve
-        from acir.passes.planner_base import PlannerResult
+        return best_plan(problem, budget, starts, self.time_limit)
 
-        s = solve(problem, budget, warm_starts(problem, budget), time_limit_s=self.time_limit)
-        best = PlannerResult(s.chosen, s.feasible, srcs=None, recompute_times=None, optimality_gap=s.mip_gap)
-        # plans that retain (a checkpointed block's schedule, μ-TWO's retained plan) are outside the MILP's
-        # model: when one fits and costs less, it is the answer, and the MILP's gap says nothing about it (-1)
-        best_s = evaluate(problem, s.chosen).recompute_s if s.feasible else float("inf")
+
+def best_plan(problem: Problem, budget: int, starts=(), time_limit_s: float = 30.0):
+    """The ``optimal`` pass's answer on a problem: the cover bound's plan when it meets the bound
+    (:mod:`acir.passes.optimal.cover`: proven optimal in the whole schedule model, retention
+    included), else the cheapest of the cascade MILP's plan (:mod:`acir.passes.optimal.solver`),
+    the cover plan, the ``starts`` (a checkpointed block's schedule) and μ-TWO's retained plan.
+    Its gap is against the cover bound, which holds for every plan, so it is a gap to the
+    optimum of the model every planner is judged by (-1 only when nothing fits)."""
+    import time
+
+    from acir.passes.mutwo.solver import solve as mutwo
+    from acir.passes.optimal.cover import solve_cover
+    from acir.passes.optimal.solver import solve
+    from acir.passes.planner_base import PlannerResult
+
+    t0 = time.perf_counter()
+    cover = solve_cover(problem, budget, time_limit_s)
+    plans: list[tuple[float, tuple[int, ...], tuple[int, ...]]] = []  # (recompute s, chosen, retained)
+    if cover.feasible:
+        plans.append((cover.evaluation.recompute_s, cover.chosen, cover.retained))
+    fallback = None
+    if cover.status != "optimal":
+        left = max(0.0, time_limit_s - (time.perf_counter() - t0))
+        s = solve(problem, budget, warm_starts(problem, budget), time_limit_s=left)
+        fallback = PlannerResult(s.chosen, s.feasible, srcs=None, recompute_times=None)
+        if s.feasible:
+            plans.append((s.objective_s, s.chosen, ()))
         m = mutwo(problem, budget, starts=starts)
         for chosen, retained in list(starts) + ([(m.chosen, m.retained)] if m.feasible and m.retained else []):
             e = evaluate(problem, chosen, retained)
-            if e.peak <= budget and e.recompute_s < best_s:
-                best, best_s = PlannerResult(tuple(chosen), True, retained=tuple(retained)), e.recompute_s
-        return best
+            if e.peak <= budget:
+                plans.append((e.recompute_s, tuple(chosen), tuple(retained)))
+    if not plans:  # nothing fits: the cascade MILP's lowest peak, for the error
+        return fallback
+    cost, chosen, retained = min(plans, key=lambda t: t[0])
+    gap = 0.0 if cost <= 0 else max(0.0, (cost - cover.bound_s) / cost)
+    return PlannerResult(chosen, True, srcs=None, recompute_times=None, optimality_gap=0.0 if gap <= 1e-9 else gap,
+                         retained=retained)

@@ -84,7 +84,7 @@ from acir import progress
 from acir.analysis.problem import Evaluation, Problem, evaluate
 from acir.passes.optimal.highs import solve_milp
 
-__all__ = ["OptimalSolution", "solve"]
+__all__ = ["OptimalSolution", "Structure", "build_model", "scales", "solve"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class OptimalSolution:
 # -- the problem's structure -------------------------------------------------------------
 
 
-class _Structure:
+class Structure:
     """What the model needs of a problem, computed once: allowed candidates, groups, dead sources."""
 
     def __init__(self, p: Problem) -> None:
@@ -203,7 +203,7 @@ class _Model:
         return bisect.bisect_right(self.seg_starts, rank) - 1
 
 
-def _segments(st: _Structure) -> tuple[list[int], list[list[tuple[int, int]]]]:
+def _segments(st: Structure) -> tuple[list[int], list[list[tuple[int, int]]]]:
     """Cut the ranks where a window opens or closes: per segment its first rank and the
     ``(candidate, +1 opens / -1 closes)`` events there."""
     p = st.p
@@ -217,8 +217,24 @@ def _segments(st: _Structure) -> tuple[list[int], list[list[tuple[int, int]]]]:
     return starts, [events.get(r, []) for r in starts]
 
 
-def _build(st: _Structure, reach: dict[int, set[int]], budget: float, unit: float, tscale: float) -> _Model:
-    """The model holding, per point ``h``, the candidates in ``reach[h]``, at ``budget``."""
+def scales(st: Structure) -> tuple[float, float]:
+    """(bytes per model unit, model units per second): HiGHS works on numbers near 1."""
+    p = st.p
+    unit = 1.0
+    big = max((p.sizes[i] for i in st.allowed), default=1)
+    if big > 4096:  # bytes in units of about a thousandth of the largest candidate (a power of two)
+        unit = float(2 ** (int(math.log2(big)) - 10))
+    tmax = max((p.times[i] for i in st.allowed), default=0.0)
+    return unit, (1.0 / tmax if tmax > 0 else 1.0)
+
+
+def build_model(st: Structure, reach: dict[int, set[int]], budget: float, unit: float, tscale: float,
+           anywhere: bool = False) -> _Model:
+    """The model holding, per point ``h``, the candidates in ``reach[h]``, at ``budget``.
+
+    ``anywhere``: a candidate may be recomputed anywhere from its idle window's start to its
+    first backward use (a retained one runs at its first need), so it counts in every overlap
+    window that range meets, not only in the one holding ``hi``."""
     p = st.p
     inf = math.inf
     m = _Model({}, {}, [], 0, {}, [], [], [], [])
@@ -286,7 +302,11 @@ def _build(st: _Structure, reach: dict[int, set[int]], budget: float, unit: floa
     window = p.window_of() if p.overlaps else {}
     inside: list[dict[int, float]] = [{} for _ in p.overlaps]
     for i in st.allowed:
-        if p.hi[i] in window:
+        if anywhere:
+            for w, (first, last, _) in enumerate(p.overlaps):
+                if first <= p.hi[i] and p.lo[i] <= last:
+                    inside[w][m.x[i]] = p.times[i] * tscale
+        elif p.hi[i] in window:
             inside[window[p.hi[i]]][m.x[i]] = p.times[i] * tscale
     for (h, j), c in m.w.items():
         if h in window:
@@ -302,7 +322,7 @@ def _build(st: _Structure, reach: dict[int, set[int]], budget: float, unit: floa
     return m
 
 
-def _start(st: _Structure, m: _Model, reach: dict[int, set[int]], chosen: set[int], unit: float) -> list[float]:
+def _start(st: Structure, m: _Model, reach: dict[int, set[int]], chosen: set[int], unit: float) -> list[float]:
     """Column values of a plan (HiGHS's incumbent)."""
     p = st.p
     vals = [0.0] * len(m.cost)
@@ -336,7 +356,7 @@ def solve(problem: Problem, budget: int, warm_starts: Sequence[Iterable[int]] = 
     """
     t0 = time.perf_counter()
     p = problem
-    st = _Structure(p)
+    st = Structure(p)
     budget = int(budget)
     best: tuple[float, tuple[int, ...], Evaluation, str] | None = None
     lowest: tuple[int, tuple[int, ...], Evaluation] | None = None  # least peak seen, for infeasible
@@ -374,12 +394,7 @@ def solve(problem: Problem, budget: int, warm_starts: Sequence[Iterable[int]] = 
     for ws in warm_starts:
         consider(ws, "warm start")
 
-    unit = 1.0
-    big = max((p.sizes[i] for i in st.allowed), default=1)
-    if big > 4096:  # bytes in units of about a thousandth of the largest candidate (a power of two)
-        unit = float(2 ** (int(math.log2(big)) - 10))
-    tmax = max((p.times[i] for i in st.allowed), default=0.0)
-    tscale = 1.0 / tmax if tmax > 0 else 1.0
+    unit, tscale = scales(st)
     limit = adds_per_round or 4 * len(st.allowed) + 1000
 
     reach = st.first_reach()
@@ -409,7 +424,7 @@ def solve(problem: Problem, budget: int, warm_starts: Sequence[Iterable[int]] = 
                 break
             shown["round"] = rounds + 1
             show(refresh=True)
-            m = _build(st, reach, model_budget, unit, tscale)
+            m = build_model(st, reach, model_budget, unit, tscale)
             exact_budget = model_budget == budget
             stats = {"binaries": len(m.x), "cascade_terms": len(m.w), "columns": len(m.cost),
                      "rows": len(m.row_lo), "nonzeros": len(m.index)}
