@@ -21,7 +21,7 @@ from acir.ir.analyses import LIVENESS, PLAN, PROFILE
 from acir.ir.graph import Module, Region
 from acir.passes.planner_base import FixedPlanner, PlannerResult, run_planner
 
-__all__ = ["BlockCheckpoint", "block_plan"]
+__all__ = ["BlockCheckpoint", "block_boundaries", "block_plan"]
 
 
 def block_plan(cands) -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -48,6 +48,39 @@ def block_plan(cands) -> tuple[tuple[int, ...], tuple[str, ...]]:
     p = cands.problem
     chosen = tuple(k for k in range(p.n_candidates) if where[k] >= 0 and k not in leaves and p.allowed[k])
     return chosen, tuple(blocks)
+
+
+def block_boundaries(cands) -> tuple[int, ...]:
+    """Candidates that cross a block boundary: made in the forward by a node of one block (or of
+    none) and read in the forward by a node of another (or of none) — each block's input and
+    output, what checkpointing keeps. Keeping them stops retained replays from chaining from one
+    block into the next. Empty when the graph has no blocks."""
+    from acir.analysis.candidates import block_paths
+
+    g = cands.graph
+    blocks = block_paths(g)
+    if not blocks:
+        return ()
+
+    def block_of(module: str) -> int:
+        return next((k for k, b in enumerate(blocks) if module == b or module.startswith(b + ".")), -1)
+
+    index = {sid: k for k, sid in enumerate(cands.storages)}
+    made: dict[int, int] = {}  # candidate -> block of the forward node that made its storage
+    out: set[int] = set()
+    for n in g.nodes:
+        if n.region is not Region.FORWARD:
+            continue
+        mine = block_of(n.module)
+        for vid in n.input_ids():
+            k = index.get(g.values[vid].storage)
+            if k is not None and k in made and made[k] != mine:
+                out.add(k)
+        for vid in n.output_ids():
+            k = index.get(g.values[vid].storage)
+            if k is not None:
+                made.setdefault(k, mine)
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,37 @@ def test_planners_are_never_worse_than_checkpointing_every_block(profiled, plann
     plan = run(before, spec).analyses[PLAN]
     assert plan.predicted_peak_bytes <= block.predicted_peak_bytes
     assert plan.predicted_recompute_s <= block.predicted_recompute_s + 1e-12
+
+
+def test_the_optimal_pass_at_the_floor_splits_chains_at_block_boundaries_and_runs_exactly(profiled):
+    """At the floor a plan that retains everything it recomputes would replay a chain through
+    every layer at once; the optimal pass also tries its cover plan with the block boundaries kept
+    (chains stop at the blocks' inputs and outputs, as checkpointing does). Whatever it returns fits, is no worse than
+    checkpointing every block, states its gap, and the rewrite runs it exactly at its prediction."""
+    from test_rewrite import check, measured_peak
+
+    from acir.errors import InfeasibleBudget
+    from acir.passes.block_checkpoint import block_boundaries
+    from acir.passes.optimal.cover import solve_cover
+
+    before = profiled("bert-tiny")
+    cands = build(before)
+    leaves = block_boundaries(cands)
+    assert leaves
+    block = run(before, "block-checkpoint").analyses[PLAN]
+    with pytest.raises(InfeasibleBudget) as e:
+        run(before, "optimal{budget=1B}")
+    floor = e.value.floor_bytes
+    assert floor <= block.predicted_peak_bytes
+    split = solve_cover(cands.problem, block.predicted_peak_bytes, keep=leaves)
+    assert split.bound_s == 0.0 and split.status in ("fits", "no plan")
+    assert not set(split.chosen) & set(leaves)
+    for budget in (floor, block.predicted_peak_bytes):
+        planned = run(before, f"optimal{{budget={budget},time-limit=10}}")
+        plan = planned.analyses[PLAN]
+        assert plan.predicted_peak_bytes <= budget and 0.0 <= plan.optimality_gap < 1.0
+        if budget >= block.predicted_peak_bytes:
+            assert plan.predicted_recompute_s <= block.predicted_recompute_s + 1e-12
+        after = run(planned, "rewrite")
+        assert check(after).ok
+        assert measured_peak(after) == after.analyses[LIVENESS].simulated_peak_bytes <= plan.predicted_peak_bytes

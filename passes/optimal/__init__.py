@@ -63,23 +63,26 @@ class Optimal(Pass):
 
     def run(self, module: Module) -> PassResult:
         from acir.analysis.candidates import build
+        from acir.passes.block_checkpoint import block_boundaries
         from acir.passes.mutwo import block_start, floor_with  # the warm start's planner knows the floor
         from acir.passes.planner_base import run_planner
 
         cands = build(module)
         starts = block_start(cands)
-        return run_planner(module, self, self.budget, lambda p, b: self._solve(p, b, starts), floor_with(starts),
-                           cands=cands)
+        bounds = block_boundaries(cands)
+        return run_planner(module, self, self.budget,
+                           lambda p, b: best_plan(p, b, starts, self.time_limit, boundaries=bounds),
+                           floor_with(starts), cands=cands)
 
-    def _solve(self, problem: Problem, budget: int, starts=()):
-        return best_plan(problem, budget, starts, self.time_limit)
 
-
-def best_plan(problem: Problem, budget: int, starts=(), time_limit_s: float = 30.0):
+def best_plan(problem: Problem, budget: int, starts=(), time_limit_s: float = 30.0, boundaries=()):
     """The ``optimal`` pass's answer on a problem: the cover bound's plan when it meets the bound
     (:mod:`acir.passes.optimal.cover`: proven optimal in the whole schedule model, retention
     included), else the cheapest of the cascade MILP's plan (:mod:`acir.passes.optimal.solver`),
-    the cover plan, the ``starts`` (a checkpointed block's schedule) and μ-TWO's retained plan.
+    the cover plan, the cover plan with the block ``boundaries`` kept (retained chains then stop
+    there, as checkpointing does: near the floor, where a chain through every layer would be
+    replayed at once), the ``starts`` (a checkpointed block's schedule) and μ-TWO's
+    retained plan.
     Its gap is against the cover bound, which holds for every plan, so it is a gap to the
     optimum of the model every planner is judged by (-1 only when nothing fits)."""
     import time
@@ -96,6 +99,11 @@ def best_plan(problem: Problem, budget: int, starts=(), time_limit_s: float = 30
         plans.append((cover.evaluation.recompute_s, cover.chosen, cover.retained))
     fallback = None
     if cover.status != "optimal":
+        if boundaries and cover.status != "infeasible":
+            split = solve_cover(problem, budget, max(0.0, time_limit_s - (time.perf_counter() - t0)),
+                                keep=boundaries)
+            if split.feasible:
+                plans.append((split.evaluation.recompute_s, split.chosen, split.retained))
         left = max(0.0, time_limit_s - (time.perf_counter() - t0))
         s = solve(problem, budget, warm_starts(problem, budget), time_limit_s=left)
         fallback = PlannerResult(s.chosen, s.feasible, srcs=None, recompute_times=None)

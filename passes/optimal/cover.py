@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 from acir.analysis.problem import Evaluation, Problem, evaluate, schedule
 from acir.passes.optimal.highs import solve_milp
@@ -58,13 +59,18 @@ class CoverSolution:
 
 
 def solve_cover(problem: Problem, budget: int, time_limit_s: float = 30.0, *, rel_gap: float = 1e-6,
-                max_rounds: int = 8) -> CoverSolution:
+                max_rounds: int = 8, keep: Iterable[int] = ()) -> CoverSolution:
     """The cover bound of ``problem`` at ``budget`` and the plan it gives (module docstring).
 
     ``status`` is "infeasible" when no plan can fit (the relaxation has no solution at the
     real budget: some rank stays over it with every candidate recomputed), "optimal" when the
     plan found fits and costs the bound (within ``rel_gap``), "fits" when it fits above the
-    bound, and "no plan" when no round's answer fit (the bound still holds)."""
+    bound, and "no plan" when no round's answer fit (the bound still holds).
+
+    ``keep``: candidates never recomputed (the outputs of blocks, say, so that retained chains
+    stop at block boundaries as checkpointing does). The model is then restricted, not relaxed:
+    it proves nothing, ``bound_s`` is 0 and the status at most "fits"."""
+    keep = tuple(keep)
     t0 = time.perf_counter()
     p = problem
     st = Structure(p)
@@ -79,7 +85,7 @@ def solve_cover(problem: Problem, budget: int, time_limit_s: float = 30.0, *, re
         if best is None:
             return CoverSolution((), (), False, None, bound, status, rounds, dt)
         cost, chosen, retained, ev = best
-        if status == "fits" and cost - bound <= rel_gap * max(cost, 1e-12):
+        if status == "fits" and not keep and cost - bound <= rel_gap * max(cost, 1e-12):
             status = "optimal"
         if bound > cost and bound - cost <= 1e-9 * max(cost, 1e-12):
             bound = cost  # HiGHS's float noise
@@ -91,15 +97,16 @@ def solve_cover(problem: Problem, budget: int, time_limit_s: float = 30.0, *, re
         if left <= 0:
             break
         m = build_model(st, {}, float(budget), unit, tscale, anywhere=True)
-        if m.infeasible:
+        if m.infeasible:  # before any cut: no plan can bring that rank under the budget
             return done("infeasible")
-        for kind, at, members in cuts:
+        for kind, at, members in [("keep", j, ()) for j in keep if j in m.x] + cuts:
             _cut(st, m, kind, at, members, budget, unit)
+        relaxed = not cuts and not keep
         hs, x, dual = solve_milp(m, None, left, rel_gap)
         rounds += 1
         if hs == "infeasible":
-            return done("infeasible" if not cuts else "no plan")
-        if not cuts and dual is not None and math.isfinite(dual):
+            return done("infeasible" if relaxed else "no plan")
+        if relaxed and dual is not None and math.isfinite(dual):
             bound = dual / tscale  # the relaxation's: cut rounds are not relaxations
         if x is None:
             break
