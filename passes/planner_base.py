@@ -53,6 +53,8 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, f
     from acir.errors import InfeasibleBudget, PassFailed
     from acir.ir import analyses
 
+    if budget_text:  # a plan that promises a peak: only as good as the sizes it is made of
+        check_simulator_against_profile(module, pass_.name)
     cands = build(module) if cands is None else cands
     p = cands.problem
     if not budget_text and require_budget:
@@ -89,6 +91,48 @@ def run_planner(module: Module, pass_: Pass, budget_text: str, solve: SolveFn, f
             extra["hidden_behind_collectives_s"] = round(bare - ev.recompute_s, 6)
     return PassResult(False, {**extra, "recomputed": len(chosen), "predicted_peak_bytes": ev.peak,
                               "predicted_recompute_s": round(ev.recompute_s, 6), "solve_s": round(solve_s, 4)})
+
+
+#: How far the measured peak may exceed the simulated one before planning is refused (the larger of
+#: this and 1% of the simulated peak): small known mismatches (a bf16 layer norm's statistics,
+#: kept in fp32 by the CPU kernel: 256 bytes each) are not worth refusing a model for.
+UNDERSTATED_TOLERANCE_BYTES = 64 * 1024
+
+
+def check_simulator_against_profile(module: Module, planner: str) -> None:
+    """Refuse to plan when the profile measured more memory than the simulator predicts
+    (by more than :data:`UNDERSTATED_TOLERANCE_BYTES` or 1% of the peak, whichever is larger).
+
+    A plan's peak is the simulator's (exact on every model acir was built on); it is only as
+    right as the storage sizes the capture recorded, which come from torch's meta kernels. An op
+    whose real kernel returns more than its meta kernel says (oneDNN's LSTM workspace, recorded
+    as 0 bytes; a reduced ``mse_loss`` whose CPU result keeps the unreduced buffer) makes every
+    plan's peak too low, and a budget would be broken silently. A measured profile of the same
+    graph shows it: the first node whose measured live bytes exceed the simulator's is named."""
+    from acir.errors import PassFailed
+
+    prof, live = module.analyses.get(PROFILE), module.analyses.get(LIVENESS)
+    if prof is None or live is None or not prof.measured_peak_bytes or prof.method == "analytic":
+        return
+    if prof.revision != module.header.revision or live.revision != module.header.revision:
+        return
+    over = prof.measured_peak_bytes - live.simulated_peak_bytes
+    if over <= max(UNDERSTATED_TOLERANCE_BYTES, live.simulated_peak_bytes // 100):
+        return
+    nodes = module.graph.nodes
+    first = next((r for r, (n, sim) in enumerate(zip(prof.nodes, live.timeline)) if n.peak_bytes > sim), None)
+    where = ""
+    if first is not None:
+        node = nodes[first]
+        extra = prof.nodes[first].peak_bytes - live.timeline[first]
+        where = (f"; the first node measured above it is {node.name} ({node.op}, {node.module or '<top>'}, "
+                 f"{extra:,} bytes more)")
+    raise PassFailed(
+        f"{planner}: the profile measured a peak of {prof.measured_peak_bytes:,} bytes where the simulator predicts "
+        f"{live.simulated_peak_bytes:,} ({over:,} more){where}. Some op returns more memory than its shape-only "
+        f"(meta) kernel says, so the capture recorded its storage too small, and a plan made from it would not hold "
+        f"its budget; acir refuses to plan this step rather than break the budget silently. Replace that op "
+        f"(e.g. an unreduced loss then .mean(), or a different recurrent layer), or report it with the artifact.")
 
 
 def profile_used(module: Module) -> str:

@@ -23,7 +23,7 @@ def _run(main, argv, capsys):
     ([f"{BAD}:raises"], "raised ValueError: no data here"),
     ([f"{BAD}:nothing"], "has no callable 'nothing'"),
     (["no/such/file.py:make"], "does not exist"),
-    ([f"{BAD}:untraceable"], "could not be traced"),
+    ([f"{BAD}:untraceable"], "decides something from a tensor's values"),
     ([f"{BAD}:vector_loss"], "scalar"),
     (["mlp", "-b", "0"], "batch size must be at least 1"),
     ([], "no model given"),
@@ -125,3 +125,32 @@ def test_corrupt_and_checksumless_artifacts(tool, tmp_path, capsys):
         assert rc == 1, name
         assert err.startswith(f"{tool}: error: {f}: ") and expect in err and "re-create it" in err, (name, err)
         assert "Traceback" not in err and "internal error" not in err
+
+
+def test_a_step_whose_real_memory_the_capture_understates_is_refused_not_planned():
+    """oneDNN's LSTM returns a workspace its meta kernel says is 0 bytes: the simulator would
+    under-count every plan's peak. The measured profile shows it, and planning is refused with
+    the node named, instead of a step that breaks its budget."""
+    import torch
+    from torch import nn
+
+    import acir
+    from acir.errors import PassFailed
+
+    class LSTMClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(16, 128, batch_first=True)
+            self.head = nn.Linear(128, 3)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.head(out[:, -1])
+
+    torch.manual_seed(0)
+    model = LSTMClassifier()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    batch = (torch.randn(4, 32, 16), torch.tensor([0, 2, 1, 0]))
+    with pytest.raises(PassFailed, match=r"measured a peak of .* mkldnn_rnn_layer .* refuses to plan"):
+        acir.compile(model, opt, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), batch, budget="60%",
+                     quiet=True, profile_reps=1)

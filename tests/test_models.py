@@ -62,7 +62,8 @@ def planned_and_rewritten(module):
 
 @pytest.mark.parametrize("factory, why", [("item_init", "DataDependentOutputException"),
                                           ("numpy_init", ".numpy()"),
-                                          ("plain_attribute", "holds a tensor that is not a parameter or buffer")])
+                                          ("plain_attribute", "holds a tensor that is not a parameter or buffer"),
+                                          ("copied_layers", "made under another fake-tensor mode")])
 def test_a_factory_that_needs_data_is_built_for_real(capture_of, factory, why):
     from acir.frontend.rebuild import rebuild
     from acir.frontend.step import real_build
@@ -134,9 +135,19 @@ def test_a_model_without_parameters_is_one_sentence(tmp_path, capsys):
 
 @pytest.mark.parametrize("factory", ["lstm", "gru"])
 def test_recurrent_models_run_bit_identical_before_and_after_a_rewrite(capture_of, factory):
+    """oneDNN's LSTM kernel returns a workspace its meta kernel calls 0 bytes, so no budget can be
+    promised for it (a planner with a budget refuses: test_errors); a plan without one is rewritten."""
+    from acir.errors import PassFailed
+
     m = capture_of(f"{RECURRENT}:{factory}")
     assert check(m).ok
-    ac = planned_and_rewritten(m)
+    if factory == "lstm":
+        with pytest.raises(PassFailed, match="mkldnn_rnn_layer"):
+            planned_and_rewritten(m)
+        ac = copy.deepcopy(m)
+        PassManager(build_pipeline("profile{reps=1,warmup=0},liveness,chen-sqrt,rewrite")).run(ac)
+    else:
+        ac = planned_and_rewritten(m)
     assert ac.analyses[analyses.PLAN].recomputed()
     assert any(n.recompute_of is not None for n in ac.graph.nodes)
     assert check(ac).ok

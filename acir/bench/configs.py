@@ -304,7 +304,19 @@ def checkpoint_blocks(model, names: tuple[str, ...] = ()) -> list[tuple[str, Any
                          "nn.Sequential of one class with submodules); name the block classes with --blocks")
     for _, mod in blocks:
         mod.forward = _checkpointed(mod.forward)
+    _no_kv_cache(model)
     return blocks
+
+
+def _no_kv_cache(model) -> None:
+    """Turn off a transformers model's key/value cache, in every config it holds (T5's decoder keeps
+    its own copy), as transformers does when it checkpoints: a replayed block would append to the
+    cache again, and checkpoint refuses a replay that saves other tensors than the forward did.
+    The loss is the same; the cache is only returned."""
+    for mod in model.modules():
+        cfg = getattr(mod, "config", None)
+        if cfg is not None and getattr(cfg, "use_cache", False):
+            cfg.use_cache = False
 
 
 def _checkpointed(forward: Callable) -> Callable:

@@ -77,13 +77,30 @@ def _build_for_capture(opts: CaptureOptions):
 
     from acir.frontend import zoo
 
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            return build_workload(opts)
+        with mode:
+            built = build_workload(opts)
     except Exception as e:
         if not zoo.worth_building_for_real(e):
             raise
         return _build_for_real(opts, e.__cause__ if isinstance(e, CaptureError) and e.__cause__ is not None else e)
+    stray = _made_under_another_mode(built[0].model, mode)
+    if stray:  # tracing would mix two fake modes: build it for real instead
+        return _build_for_real(opts, f"{stray} was made under another fake-tensor mode than the rest of the "
+                                     "model (a module deep-copied while it was built, as nn.TransformerEncoder "
+                                     "copies its layer)")
+    return built
+
+
+def _made_under_another_mode(model, mode) -> str:
+    """The first parameter or buffer of ``model`` that is a fake tensor of a mode other than ``mode``, or ""."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if isinstance(t, FakeTensor) and t.fake_mode is not mode:
+            return name
+    return ""
 
 
 def _build_for_real(opts: CaptureOptions, why: BaseException | str):

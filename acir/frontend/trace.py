@@ -242,8 +242,95 @@ def _no_fake_tensor_cache():
         yield
 
 
+@contextlib.contextmanager
+def _user_checkpoints_inlined():
+    """Trace a model that wraps its own blocks in ``torch.utils.checkpoint`` as if it did not.
+
+    Traced as it is, its backward replays the block with fresh random draws (the RNG state
+    checkpoint saves and restores is host state the trace does not see: dropout masks differ
+    from eager). Eager checkpointing computes exactly what the block computes without it, and
+    leaves the RNG where running the block once leaves it (the replay runs under ``fork_rng``),
+    so inlining the block is the user's eager step, and acir plans the recomputation itself.
+    One difference is kept: the reentrant form gives no gradients through a block none of whose
+    tensor inputs requires grad (its forward runs under ``no_grad``), so such a block is run
+    under ``no_grad`` here too."""
+    import torch
+    import torch.utils.checkpoint as ckpt
+
+    real = ckpt._checkpoint_impl
+
+    def inline(function, args, kwargs, *, use_reentrant=None, **_options):
+        reentrant = True if use_reentrant is None else use_reentrant  # torch's default (it warns)
+        if reentrant and not any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            with torch.no_grad():
+                return function(*args, **kwargs)
+        return function(*args, **kwargs)
+
+    ckpt._checkpoint_impl = inline
+    try:
+        yield
+    finally:
+        ckpt._checkpoint_impl = real
+
+
+@contextlib.contextmanager
+def _transformers_tracing_asked(asked: list):
+    """Note each time transformers asks ``is_tracing(tensor)`` of one of the trace's fake tensors.
+
+    transformers takes eager-only shortcuts behind that question (a causal mask skipped when
+    nothing is padded, so SDPA runs ``is_causal`` with grouped-query attention inside the kernel)
+    and counts a FakeTensor as tracing; its shortcuts also read the batch's values (are the
+    sequences packed? padded?), which a captured graph cannot, so the trace takes the library's
+    general branch: the same values, for some batches computed in another order than eager's."""
+    import sys
+
+    iu = sys.modules.get("transformers.utils.import_utils")
+    real = getattr(iu, "is_tracing", None)
+    if real is None:
+        yield
+        return
+
+    def is_tracing(tensor=None):
+        traced = real(tensor)
+        if traced and tensor is not None and not real(None) and iu.is_fake_tensor(tensor):
+            asked.append(type(tensor).__name__)
+        return traced
+
+    holders = [m for name, m in list(sys.modules.items())
+               if name.startswith("transformers") and getattr(m, "is_tracing", None) is real]
+    for m in holders:
+        m.is_tracing = is_tracing
+    try:
+        yield
+    finally:
+        for m in holders:
+            m.is_tracing = real
+
+
+#: What a capture says when transformers took its traced branch (:func:`_transformers_tracing_asked`).
+LIBRARY_BRANCH_WARNING = (
+    "transformers took its traced branch (it asked whether the step is being traced, and eager PyTorch takes "
+    "a shortcut there that depends on the batch's values, e.g. skipping the attention mask when no sequence is "
+    "padded or packed); the compiled step computes the same values, but for batches where eager takes the "
+    "shortcut in another order, so it can differ from your eager loop in the last bits (HF models with "
+    "use_cache=False or gradient checkpointing; leave use_cache on and let acir checkpoint instead)")
+
+
 def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None = None,
                phase: Phase = Phase()) -> TracedStep:
+    """:func:`_trace_step`, with a warning when a library took its traced branch where eager PyTorch
+    would not (:data:`LIBRARY_BRANCH_WARNING`)."""
+    import warnings
+
+    asked: list = []
+    traced = _trace_step(model, opt, loss_fn, batch, updates, clip_grad_norm, phase, asked)
+    if asked:
+        warnings.warn(LIBRARY_BRANCH_WARNING, stacklevel=2)
+    return traced
+
+
+def _trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None, phase: Phase,
+                asked: list) -> TracedStep:
     """Trace ``loss_fn(model, batch).backward()`` (divided by ``phase.accumulate`` when accumulating,
     into the gradients ``phase.carried``), then, when ``phase.steps``, gradient clipping when asked
     and the optimizer's updates (``updates``: each parameter as its rule reproduces it) into an fx
@@ -313,7 +400,8 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
             # without torch's fake-tensor dispatch cache: a hit rebuilds each output of a
             # multi-output op in its own storage, so outputs that share one (an LSTM's two
             # bias gradients) would be recorded apart, unlike the op; the verifier refuses that
-            with _no_fake_tensor_cache(), _host_state_unchanged(model):
+            with _no_fake_tensor_cache(), _host_state_unchanged(model), _user_checkpoints_inlined(), \
+                    _transformers_tracing_asked(asked):
                 traced.gm = make_fx(step, tracing_mode="fake")(*tensors)
     except CaptureError:
         raise
@@ -327,7 +415,8 @@ def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: flo
                            "would bake its value in and not see it change, so register it as a buffer of the "
                            "model (module.register_buffer) or pass it in the batch") from e
     except Exception as e:
-        if "data-dependent" in str(e) or type(e).__name__ == "GuardOnDataDependentSymNode":
+        if "data-dependent" in str(e) or type(e).__name__ in ("GuardOnDataDependentSymNode",
+                                                              "DataDependentOutputException"):
             raise CaptureError("the step decides something from a tensor's values (a Python `if` on a tensor, "
                                "`.item()`, `.tolist()`, a size that depends on the data); a captured graph "
                                "fixes every such decision, so it cannot be traced: express it with tensor ops "

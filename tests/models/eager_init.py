@@ -1,8 +1,9 @@
 """Factories that cannot run under fake tensors while they build the model, for the capture tests.
 
 Each works eagerly; under ``FakeTensorMode`` each raises while building (``.item()`` on a
-weight, ``.numpy()``) or loses data the step reads (a plain tensor attribute), so capture
-builds it for real and turns it into fake tensors.
+weight, ``.numpy()``), loses data the step reads (a plain tensor attribute) or makes
+parameters under a second fake mode (a deep copy), so capture builds it for real and turns
+it into fake tensors.
 """
 
 from __future__ import annotations
@@ -90,6 +91,23 @@ def numpy_init(batch_size: int):
 
 def plain_attribute(batch_size: int):
     return _regression(PlainAttribute(), batch_size)
+
+
+class CopiedLayers(nn.Module):
+    """``nn.TransformerEncoder`` deep-copies its layer while it is built: under fake tensors the
+    copies' parameters belong to another fake mode than the rest of the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.view(x.shape[0], 1, 8)).view(x.shape[0], 8)
+
+
+def copied_layers(batch_size: int):
+    return _regression(CopiedLayers(), batch_size)
 
 
 def no_parameters(batch_size: int):
