@@ -117,7 +117,7 @@ def test_memory_cuda_and_ram(capsys, monkeypatch):
 
     from acir.tools.fit import main
 
-    fit_mod = importlib.import_module("acir.api.fitting")
+    fit_mod = importlib.import_module("acir.api.memory_sizes")  # what --memory means (fit's memory sizes)
 
     if not torch.cuda.is_available():
         assert main(["mlp", "--memory", "cuda"]) == 1

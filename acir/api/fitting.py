@@ -37,10 +37,11 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
+from acir.api.fit_times import Capture, Times, affine, profile_block, proxy_times, scaled, traffic
+from acir.api.memory_sizes import available_ram, no_room, out_of_memory, resolve_memory
 from acir.errors import AcirError, UsageError
 from acir.frontend.step import CaptureOptions
 from acir.ir.analyses import LIVENESS, PLAN, PROFILE
-from acir.ir.graph import Module
 
 __all__ = ["DEFAULT_MAX", "FitResult", "FitRow", "NothingFits", "available_ram", "fit", "resolve_memory"]
 
@@ -50,108 +51,12 @@ DEFAULT_MAX = 65536
 #: What may be searched, by the names the CLI and the API accept.
 SEARCHES = {"batch": "batch_size", "batch-size": "batch_size", "batch_size": "batch_size",
             "seq-len": "seq_len", "seq_len": "seq_len"}
-#: A real run (profile, verify) on the CPU is attempted only when its planned peak is at most this share
-#: of the available RAM (the rest: allocator slack, the page cache others need); on CUDA up to all of the
-#: free memory (what ``--memory cuda`` asks for), and an out-of-memory error is caught and reported.
-_CPU_HEADROOM = 0.9
 #: How many times the answer and its neighbour are measured and the search resumed before it stops.
 _MAX_ROUNDS = 4
 
 
 class NothingFits(AcirError):
     """Not even the smallest candidate fits the memory (its floor is above it)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Memory sizes
-
-
-def available_ram() -> int | None:
-    """Available RAM in bytes (Linux's ``MemAvailable``), or None when it cannot be determined."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    parts = line.split()
-                    return int(parts[1]) * (1024 if len(parts) < 3 or parts[2].lower() == "kb" else 1)
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _cuda_free() -> tuple[int, str]:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise AcirError("memory 'cuda' means the CUDA device's free memory, but torch sees no CUDA device on this "
-                        "machine; give the size in bytes instead, e.g. --memory 16GiB")
-    free, _total = torch.cuda.mem_get_info()
-    return free, f"free memory of {torch.cuda.get_device_name()}"
-
-
-def resolve_memory(memory: int | str) -> tuple[int, str]:
-    """(bytes, where they come from) for ``memory``: bytes, a size with a unit (``16GiB``), ``cuda``
-    (the CUDA device's free memory now) or ``ram`` (available RAM); a percentage is refused, as it
-    would have nothing to refer to."""
-    from acir.analysis.budget import parse_budget
-    from acir.errors import ParseError
-
-    if isinstance(memory, bool) or not isinstance(memory, (int, str)):
-        raise UsageError(f"memory must be bytes (an int) or a size such as '16GiB', 'cuda' or 'ram', "
-                         f"not {type(memory).__name__}")
-    if isinstance(memory, int):
-        if memory < 1:
-            raise UsageError(f"memory {memory}: it must be more than 0 bytes")
-        return memory, "given"
-    word = memory.strip().lower()
-    if word == "cuda":
-        return _cuda_free()
-    if word == "ram":
-        ram = available_ram()
-        if ram is None:
-            raise AcirError("memory 'ram' means the available RAM, but it cannot be determined on this system "
-                            "(no MemAvailable in /proc/meminfo); give the size in bytes instead, e.g. --memory 16GiB")
-        return ram, "available RAM"
-    if word.endswith("%"):
-        raise UsageError(f"memory {memory!r}: a percentage has nothing to refer to here (the batch is what is "
-                         "searched); give bytes with a unit (16GiB, 512MiB, 4GB), cuda or ram")
-    try:
-        n = parse_budget(memory).bytes
-    except ParseError as e:
-        raise UsageError(str(e).replace("bad budget", "bad memory size")
-                         .replace(" or a percentage (60%)", ", cuda or ram")) from None
-    assert n is not None
-    return n, "given"
-
-
-def _device_free(device: str) -> int | None:
-    """Bytes a real run may use on ``device`` now, or None when unknown."""
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
-    return available_ram()
-
-
-def _no_room(device: str, need: int) -> str | None:
-    """Why a real run of ``need`` bytes should not be tried on ``device`` now, or None when it may."""
-    from acir.units import format_bytes
-
-    free = _device_free(device)
-    if free is None:
-        return None
-    share = 1.0 if device.startswith("cuda") else _CPU_HEADROOM
-    if need <= share * free:
-        return None
-    return (f"its planned peak {format_bytes(need)} is more than {'' if share == 1.0 else f'{share:.0%} of '}"
-            f"the {format_bytes(free)} free on {device} here")
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,111 +144,6 @@ class FitResult:
         return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Captures and their times
-
-
-@dataclass
-class _Capture:
-    value: int
-    module: Module
-    ops: tuple[str, ...]
-    traffic: list[tuple[int, int]]   # per node: bytes it reads, bytes it writes
-
-
-@dataclass(frozen=True)
-class _Times:
-    node_s: tuple[float, ...]        # per node of the capture, by rank
-    iteration_s: float
-    source: str                      # "measured", "predicted" or "proxy"
-    origin: int                      # the value profiled (0 for proxy times)
-
-
-def _traffic(module: Module) -> list[tuple[int, int]]:
-    vals = module.graph.values
-    out = []
-    for n in module.graph.nodes:
-        ins = sum(vals[v].nbytes for v in set(n.input_ids()) if v in vals)
-        outs = sum(vals[v].nbytes for v in set(n.output_ids()) if v in vals)
-        out.append((ins, outs))
-    return out
-
-
-def _match(a: tuple[str, ...], b: tuple[str, ...]) -> list[int | None]:
-    """For each node of ``b``, its node in ``a``: by position when the ops agree, else by op and occurrence."""
-    if a == b:
-        return list(range(len(b)))
-    seen: dict[str, list[int]] = {}
-    for i, op in enumerate(a):
-        seen.setdefault(op, []).append(i)
-    count: dict[str, int] = {}
-    out: list[int | None] = []
-    for op in b:
-        k = count.get(op, 0)
-        count[op] = k + 1
-        ranks = seen.get(op, [])
-        out.append(ranks[k] if k < len(ranks) else None)
-    return out
-
-
-def _scaled(ref: _Times, ref_cap: _Capture, cap: _Capture) -> _Times:
-    """``ref``'s node times carried to ``cap``: each scaled by its node's growth in bytes read or written."""
-    node_s = []
-    for i, j in enumerate(_match(ref_cap.ops, cap.ops)):
-        if j is None:
-            node_s.append(0.0)
-            continue
-        (ri, ro), (ni, no) = ref_cap.traffic[j], cap.traffic[i]
-        ratio = max(ni / ri if ri else 1.0, no / ro if ro else 1.0)
-        node_s.append(ref.node_s[j] * ratio)
-    total = sum(ref.node_s)
-    iteration = ref.iteration_s * sum(node_s) / total if total else sum(node_s)
-    return _Times(tuple(node_s), iteration, "predicted", ref.origin)
-
-
-def _affine(near: _Times, near_cap: _Capture, far: _Times, far_cap: _Capture, cap: _Capture) -> _Times:
-    """Node times for ``cap`` from two profiles: per node, a straight line through its two (bytes moved,
-    time) points -- a fixed cost plus a cost per byte -- read at ``cap``'s bytes from the nearer one.
-    A node whose line falls (noise) keeps the mean of its two times; no time goes below zero."""
-    node_s = []
-    to_near, to_far = _match(near_cap.ops, cap.ops), _match(far_cap.ops, cap.ops)
-    for i, (j, k) in enumerate(zip(to_near, to_far)):
-        if j is None or k is None:
-            node_s.append(0.0 if j is None else near.node_s[j])
-            continue
-        x = sum(cap.traffic[i])
-        x1, t1 = sum(near_cap.traffic[j]), near.node_s[j]
-        x2, t2 = sum(far_cap.traffic[k]), far.node_s[k]
-        if x1 == x2:  # the node moves as many bytes at both sizes: scale by its own growth, if any
-            node_s.append(t1 * (x / x1 if x1 else 1.0))
-            continue
-        slope = (t2 - t1) / (x2 - x1)
-        node_s.append((t1 + t2) / 2 if slope <= 0 else max(0.0, t1 + slope * (x - x1)))
-    total = sum(near.node_s)
-    iteration = near.iteration_s * sum(node_s) / total if total else sum(node_s)
-    return _Times(tuple(node_s), iteration, "predicted", near.origin)
-
-
-def _proxy(cap: _Capture) -> _Times:
-    """Times with no profile at all: bytes moved at 10 GB/s, only to order the planner's choices."""
-    node_s = tuple((i + o) / 1e10 for i, o in cap.traffic)
-    return _Times(node_s, sum(node_s), "proxy", 0)
-
-
-def _profile_block(module: Module, times: _Times):
-    import torch
-
-    from acir.ir import analyses
-
-    method = {"measured": "measured (acir-fit)", "proxy": "proxy: bytes moved (acir-fit)"}.get(
-        times.source, f"predicted from {times.origin} by bytes moved (acir-fit)")
-    return analyses.Profile(
-        revision=module.header.revision, device=module.header.provenance.device, method=method, reps=0, warmup=0,
-        torch_version=torch.__version__, malloc="", measured_peak_bytes=0, peak_node=-1,
-        nodes=[analyses.NodeProfile(n.id, t, 0, 0, 0, 0) for n, t in zip(module.graph.nodes, times.node_s)],
-        iteration_s=times.iteration_s)
-
-
 class _NotATty:
     """``sys.stderr`` that says it is not a terminal, so that the profile pass keeps its progress to itself."""
 
@@ -369,8 +169,8 @@ class _Fit:
         self.max_overhead, self.planner, self.limit, self.k = max_overhead, planner, limit, multiple_of
         self.reps, self.warmup, self.measure_on, self.progress = reps, warmup, measure, progress
         self.time_limit_s = time_limit_s
-        self.captures: dict[int, _Capture] = {}
-        self.measured: dict[int, _Times] = {}
+        self.captures: dict[int, Capture] = {}
+        self.measured: dict[int, Times] = {}
         self.rows: dict[int, tuple[tuple[str, int], FitRow]] = {}
         self.measurements: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -389,7 +189,7 @@ class _Fit:
 
     # -- captures and times
 
-    def _capture(self, v: int) -> _Capture:
+    def _capture(self, v: int) -> Capture:
         cap = self.captures.get(v)
         if cap is None:
             from acir.api.capturing import capture
@@ -397,21 +197,21 @@ class _Fit:
             t0 = time.perf_counter()
             module = capture(CaptureOptions(**{**self.template.__dict__, self.dim: v}))
             self.capture_s += time.perf_counter() - t0
-            cap = _Capture(v, module, tuple(n.op for n in module.graph.nodes), _traffic(module))
+            cap = Capture(v, module, tuple(n.op for n in module.graph.nodes), traffic(module))
             self.captures[v] = cap
         return cap
 
-    def _times(self, v: int) -> _Times:
+    def _times(self, v: int) -> Times:
         if v in self.measured:
             return self.measured[v]
         cap = self._capture(v)
         if not self.measured:
-            return _proxy(cap)
+            return proxy_times(cap)
         near = sorted(self.measured, key=lambda m: (abs(math.log(v / m)), -m))  # the nearest first, larger on ties
         if len(near) == 1:
-            return _scaled(self.measured[near[0]], self.captures[near[0]], cap)
+            return scaled(self.measured[near[0]], self.captures[near[0]], cap)
         a, b = near[0], near[1]
-        return _affine(self.measured[a], self.captures[a], self.measured[b], self.captures[b], cap)
+        return affine(self.measured[a], self.captures[a], self.measured[b], self.captures[b], cap)
 
     # -- one candidate
 
@@ -425,7 +225,7 @@ class _Fit:
             opts["time-limit"] = repr(float(self.time_limit_s))
         return instantiate(PassSpec(self.planner, opts))
 
-    def _plan(self, cap: _Capture, times: _Times):
+    def _plan(self, cap: Capture, times: Times):
         """(plan block or None, floor, no-AC peak) of ``cap`` planned at the memory with ``times``, by the
         planner pass itself (so that a row is the plan ``acir-opt`` makes from the same times)."""
         from acir.errors import InfeasibleBudget
@@ -433,7 +233,7 @@ class _Fit:
         from acir.pipeline.registry import build_pipeline
 
         m = cap.module
-        m.analyses[PROFILE] = _profile_block(m, times)
+        m.analyses[PROFILE] = profile_block(m, times)
         m.analyses.pop(LIVENESS)
         m.analyses.pop(PLAN)
         PassManager(build_pipeline("liveness"), verify=False).run(m)
@@ -507,13 +307,13 @@ class _Fit:
         if row.predicted_peak_bytes is None:
             return
         device = self.template.device
-        why = _no_room(device, row.predicted_peak_bytes)
+        why = no_room(device, row.predicted_peak_bytes)
         if why is not None:
             self.unmeasurable.add(v)
             self.notes.append(f"{self._label(v)} was not profiled for real: {why}; its times stay predicted")
             if not self.measured:  # no profile at all yet: the largest smaller candidate that can run here
                 smaller = [u for u, (_, r) in self.rows.items() if u < v and r.fits_memory and u not in
-                           self.unmeasurable and _no_room(device, r.predicted_peak_bytes or 0) is None]
+                           self.unmeasurable and no_room(device, r.predicted_peak_bytes or 0) is None]
                 if smaller:
                     self.measure(max(smaller))
             return
@@ -521,7 +321,7 @@ class _Fit:
         cap = self.captures[v]
         times = self._times(v)
         work = copy.deepcopy(cap.module)
-        work.analyses[PROFILE] = _profile_block(work, times)
+        work.analyses[PROFILE] = profile_block(work, times)
         work.analyses.pop(LIVENESS)
         work.analyses.pop(PLAN)
         PassManager(build_pipeline("liveness") + [self._planner()] + build_pipeline("rewrite"),
@@ -534,7 +334,7 @@ class _Fit:
             model, opt, _, batch = rebuild(work.header.provenance)
             prof = profile_step(work, model, opt, batch, self.reps, self.warmup)
         except Exception as e:
-            if not _out_of_memory(e):
+            if not out_of_memory(e):
                 raise
             del model, opt, batch
             self.unmeasurable.add(v)
@@ -551,7 +351,7 @@ class _Fit:
         node_s = tuple(by_id.get(n.id, 0.0) for n in cap.module.graph.nodes)
         total = sum(p.run_s for p in prof.nodes)
         iteration = prof.iteration_s * sum(node_s) / total if total else prof.iteration_s
-        measured = _Times(node_s, iteration, "measured", v)
+        measured = Times(node_s, iteration, "measured", v)
         before = row
         self.measured[v] = measured
         after = self.row(v)
@@ -734,12 +534,12 @@ def _verify(f: _Fit, v: int) -> dict[str, Any]:
     row = f.row(v)
     assert row.predicted_peak_bytes is not None
     device = f.template.device
-    why = _no_room(device, row.predicted_peak_bytes)
+    why = no_room(device, row.predicted_peak_bytes)
     if why is not None:
         return {"ran": False, "reason": why}
     f._say(f"{f._label(v)}: verifying: rewrite and run ...")
     work = copy.deepcopy(f.captures[v].module)
-    work.analyses[PROFILE] = _profile_block(work, f._times(v))
+    work.analyses[PROFILE] = profile_block(work, f._times(v))
     work.analyses.pop(LIVENESS)
     work.analyses.pop(PLAN)
     PassManager(build_pipeline("liveness") + [f._planner()] + build_pipeline("rewrite")).run(work)
@@ -748,7 +548,7 @@ def _verify(f: _Fit, v: int) -> dict[str, Any]:
         step = BoundStep(work, model, opt, lower(work))
         m = measure(lambda: step(batch), lambda: step.inputs(batch), 3, 1, device)
     except Exception as e:
-        if not _out_of_memory(e):
+        if not out_of_memory(e):
             raise
         return {"ran": True, "out_of_memory": True, "measured_peak_bytes": None, "memory_bytes": f.memory,
                 "within": False, "predicted_peak_bytes": row.predicted_peak_bytes, "device": device,

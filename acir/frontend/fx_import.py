@@ -34,6 +34,7 @@ from acir.ir.graph import (
     Value,
     ValueRef,
 )
+from acir.ir.ops import DEVICE_SIZED_OUTPUTS, OWN_STORAGE_OUTPUTS
 
 
 class ClosedOverTensor(CaptureError):
@@ -133,6 +134,66 @@ class _Importer:
         if isinstance(val, (tuple, list)):
             return [self.outputs(v, role_if_new) for v in val]
         return self.new_value(val, role_if_new)
+
+
+def _size_on_device(g, op_name: str, fxn, outs) -> None:
+    """Record the real sizes of the outputs of ``fxn`` whose device kernel sizes them, not its meta
+    kernel (:data:`acir.ir.ops.DEVICE_SIZED_OUTPUTS`): the op is run once on zeros shaped as its inputs,
+    as autograd runs it in the forward (grad mode on, below autograd), and each such output's new
+    storage takes the bytes the kernel returned. Outputs on another device keep the meta size."""
+    import torch
+    import torch.fx as fx
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    sized = DEVICE_SIZED_OUTPUTS[op_name]
+    val = fxn.meta.get("val")
+    vals = list(val) if isinstance(val, (tuple, list)) else [val]
+    todo = {i: dev for i, dev in sized.items() if i < len(vals) and isinstance(vals[i], torch.Tensor)
+            and vals[i].device.type == dev}
+    if not todo:
+        return
+
+    def real(a):
+        if isinstance(a, fx.Node):
+            t = a.meta.get("val")
+            if isinstance(t, torch.Tensor):
+                return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype).zero_()
+            return t
+        if isinstance(a, (list, tuple)):
+            return type(a)(real(x) for x in a)
+        return a
+
+    with _disable_current_modes(), torch.no_grad():
+        args = [real(a) for a in fxn.args]
+        kwargs = {k: real(v) for k, v in fxn.kwargs.items()}
+        with torch.enable_grad(), torch._C._AutoDispatchBelowAutograd():
+            got = fxn.target(*args, **kwargs)
+    got = list(got) if isinstance(got, (tuple, list)) else [got]
+    flat = outs if isinstance(outs, list) else [outs]
+    for i in todo:
+        ref = flat[i] if i < len(flat) else None
+        if isinstance(ref, ValueRef) and isinstance(got[i], torch.Tensor):
+            st = g.storages[g.values[ref.id].storage]
+            st.nbytes = max(st.nbytes, got[i].untyped_storage().nbytes())
+
+
+def _own_storage_on_device(g, op_name: str, fxn, outs) -> None:
+    """Add to a storage the bytes of an output the meta kernel put in it beside another output of
+    the same node, where the device gives that output a storage of its own
+    (:data:`acir.ir.ops.OWN_STORAGE_OUTPUTS`)."""
+    import torch
+
+    val = fxn.meta.get("val")
+    vals = list(val) if isinstance(val, (tuple, list)) else [val]
+    flat = outs if isinstance(outs, list) else [outs]
+    for i, dev in OWN_STORAGE_OUTPUTS[op_name].items():
+        if i >= len(flat) or not isinstance(flat[i], ValueRef) or not isinstance(vals[i], torch.Tensor) \
+                or vals[i].device.type != dev:
+            continue
+        v = g.values[flat[i].id]
+        shares = any(isinstance(r, ValueRef) and g.values[r.id].storage == v.storage for r in flat[:i])
+        if shares:
+            g.storages[v.storage].nbytes += v.nbytes
 
 
 def _arg(a, env: dict, where: str, imp: _Importer | None = None):
@@ -247,6 +308,10 @@ def import_step(traced: TracedStep) -> Graph:
         name = fxn.name
         assert name not in names_seen
         names_seen.add(name)
+        if str(target) in DEVICE_SIZED_OUTPUTS:
+            _size_on_device(g, str(target), fxn, outs)
+        if str(target) in OWN_STORAGE_OUTPUTS:
+            _own_storage_on_device(g, str(target), fxn, outs)
         node = Node(id=len(g.nodes), name=name, op=str(target), args=args, kwargs=kwargs, outputs=outs,
                     region=region, module=module if region is not Region.OPTIMIZER else "")
         g.nodes.append(node)

@@ -307,26 +307,44 @@ def _transformers_tracing_asked(asked: list):
             m.is_tracing = real
 
 
-#: What a capture says when transformers took its traced branch (:func:`_transformers_tracing_asked`).
+#: What a capture says when transformers took its traced branch (:func:`_transformers_tracing_asked`) in a
+#: model with grouped-query attention (:func:`_grouped_query_attention`).
 LIBRARY_BRANCH_WARNING = (
     "transformers took its traced branch (it asked whether the step is being traced, and eager PyTorch takes "
     "a shortcut there that depends on the batch's values, e.g. skipping the attention mask when no sequence is "
-    "padded or packed); the compiled step computes the same values, but for batches where eager takes the "
-    "shortcut in another order, so it can differ from your eager loop in the last bits (HF models with "
-    "use_cache=False or gradient checkpointing; leave use_cache on and let acir checkpoint instead)")
+    "padded or packed); with grouped-query attention the compiled step then sums the shared key/value heads' "
+    "gradients in another order than eager for batches where eager takes the shortcut, so it can differ from "
+    "your eager loop in the last bits (HF models with use_cache=False or gradient checkpointing; leave "
+    "use_cache on and let acir checkpoint instead)")
 
 
 def trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None = None,
                phase: Phase = Phase()) -> TracedStep:
     """:func:`_trace_step`, with a warning when a library took its traced branch where eager PyTorch
-    would not (:data:`LIBRARY_BRANCH_WARNING`)."""
+    would not, in a model where that changes the last bits (:data:`LIBRARY_BRANCH_WARNING`)."""
     import warnings
 
     asked: list = []
     traced = _trace_step(model, opt, loss_fn, batch, updates, clip_grad_norm, phase, asked)
-    if asked:
+    if asked and _grouped_query_attention(model):
         warnings.warn(LIBRARY_BRANCH_WARNING, stacklevel=2)
     return traced
+
+
+def _grouped_query_attention(model) -> bool:
+    """Does a transformers config in ``model`` have fewer key/value heads than attention heads?
+
+    Where transformers takes its traced branch, the step is still eager's bit for bit when every
+    head has its own keys and values (measured: BERT, RoBERTa, T5, and Llama with as many key/value
+    heads as heads); with grouped-query attention the branch decides whether SDPA sums the shared
+    heads' gradients inside the kernel or autograd sums them after repeating the heads, and the
+    last bits differ (Llama, 2 key/value heads of 4)."""
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        kv, heads = getattr(cfg, "num_key_value_heads", None), getattr(cfg, "num_attention_heads", None)
+        if isinstance(kv, int) and isinstance(heads, int) and 0 < kv < heads:
+            return True
+    return False
 
 
 def _trace_step(model, opt, loss_fn, batch, updates: Updates, clip_grad_norm: float | None, phase: Phase,

@@ -57,6 +57,19 @@ def to_torch(arg, value: Callable[[int], Any]):
 #: Words in an overload name that mark an op drawing random numbers (it advances the RNG).
 #: torch's functional collectives (``torch.ops._c10d_functional``), as IR op names: a launch
 #: returns at once and ``wait_tensor`` blocks until it is done.
+#: Outputs whose storage size the device's kernel decides, not the op's shape-only (meta) kernel: op
+#: name -> {output index: device type}. oneDNN's LSTM layer returns a workspace for its backward that
+#: its meta kernel shapes as ``uint8[0]``; on the CPU it holds about 2 MB for a 2-layer, 128-wide LSTM at
+#: batch 4. Capture sizes these storages by running the kernel (:mod:`acir.frontend.fx_import`), and
+#: the verifier accepts a recorded size at least the meta kernel's (:mod:`acir.ir.rederive`).
+DEVICE_SIZED_OUTPUTS: dict[str, dict[int, str]] = {"aten.mkldnn_rnn_layer.default": {3: "cpu"}}
+#: Outputs that the meta kernel returns in the storage of another output of the same node, but the
+#: device's kernel in a storage of their own: op name -> {output index: device type}. The LSTM layer's
+#: backward returns its two bias gradients in one storage on meta and in two on the CPU. Capture adds
+#: such an output's bytes to the shared storage (the pair then counts for both, for as long as either
+#: lives: never less than the device holds), and the verifier accepts it as it does a device size.
+OWN_STORAGE_OUTPUTS: dict[str, dict[int, str]] = {"aten.mkldnn_rnn_layer_backward.default": {4: "cpu"}}
+
 COLLECTIVE_PREFIX = "_c10d_functional."
 WAIT_TENSOR = COLLECTIVE_PREFIX + "wait_tensor.default"
 
